@@ -1,0 +1,43 @@
+"""Runs one job of prepnet_jax: `python main.py --config=configs/<x>.py --workdir=<dir>`.
+
+Intentionally short (flax examples style): flags, logging, the resolved config saved to the
+workdir, and dispatch on `config.task`. Config overrides: `--config.<field>=<value>`; the config
+is locked, so a mistyped field is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard events and reports.")
+config_flags.DEFINE_config_file("config", None, "ml-collections config file.", lock_config=True)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  # TF is only used for TFDS preparation and TensorBoard files: keep it off any GPU JAX needs.
+  import tensorflow as tf
+  tf.config.set_visible_devices([], "GPU")
+  import jax
+  from prepnet_jax.train import tasks
+
+  config = FLAGS.config
+  runner = tasks.get_runner(config.task)  # fail fast on an unknown task, before any work
+  logging.info("JAX process %d/%d, local devices: %s", jax.process_index(), jax.process_count(),
+               jax.local_devices())
+  os.makedirs(FLAGS.workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    with open(os.path.join(FLAGS.workdir, "config.json"), "w") as f:
+      json.dump(config.to_dict(), f, indent=2, default=str)
+  runner(config, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,1 @@
+"""Datasets: the built-in chest phantom, real-dataset TFDS builders, transforms and grain pipelines."""

@@ -1,0 +1,97 @@
+"""One place that turns a dataset reference from a config into a random-access source.
+
+References:
+  'phantom_ct/<site>', 'phantom_cxr/<site>'  the built-in phantom (sites in
+                                             `phantom.CT_SITES` / `phantom.CXR_SITES`)
+  'sars_cov2_ct', 'ucsd_covid_ct', 'mosmed'  real CT datasets (TFDS, manual download)
+  'covidx/<v2|v7b|v8b>', 'deepcovid', 'pediatric_cxr'   real CXR datasets (TFDS, manual download)
+  'folder:<path>'                            a user's image folder (class sub-folders)
+
+The phantom is read through its TFDS builder (`config.data.phantom_backend='tfds'`, prepared
+once into `config.data.tfds_dir`) or generated in memory ('memory', used by tests and for
+size overrides). Both give the same examples and the same patient-level splits.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+import numpy as np
+from absl import logging
+
+from prepnet_jax.data import pipeline, splits
+
+REAL_DATASETS = ("sars_cov2_ct", "ucsd_covid_ct", "mosmed", "covidx/v2", "covidx/v7b", "covidx/v8b",
+                 "deepcovid", "pediatric_cxr")
+DEFAULT_TFDS_DIR = os.path.join(os.path.expanduser("~"), "tensorflow_datasets")
+
+
+def _freeze(d: dict | None) -> tuple:
+  return tuple(sorted((d or {}).items()))
+
+
+@functools.lru_cache(maxsize=16)
+def _phantom_arrays(modality: str, site: str, seed: int, overrides: tuple) -> dict[str, np.ndarray]:
+  from prepnet_jax.data import phantom
+  arrays = phantom.generate_site(modality, site, seed=seed, **dict(overrides))
+  arrays["split"] = splits.patient_split(arrays["patient"], seed=0)
+  return arrays
+
+
+def phantom_source(modality: str, site: str, split: str, seed: int = 0,
+                   overrides: dict | None = None) -> pipeline.ArraySource:
+  """In-memory phantom examples of one site and one patient-level split."""
+  if split not in splits.SPLITS + ("all",):
+    raise ValueError(f"unknown split {split!r}; expected one of {splits.SPLITS + ('all',)}")
+  arrays = _phantom_arrays(modality, site, seed, _freeze(overrides))
+  keep = slice(None) if split == "all" else arrays["split"] == split
+  return pipeline.ArraySource({k: v[keep] for k, v in arrays.items() if k != "split"})
+
+
+def _tfds_source(name: str, split: str, data_dir: str, manual_dir: str | None, config: str | None = None):
+  import tensorflow_datasets as tfds
+  from prepnet_jax.data import ct_datasets, cxr_datasets  # noqa: F401  (registers the builders)
+  full = f"{name}/{config}" if config else name
+  builder = tfds.builder(full, data_dir=data_dir)
+  if not builder.is_prepared():
+    logging.info("preparing %s into %s from manual_dir=%s", full, data_dir, manual_dir)
+    builder.download_and_prepare(
+        file_format="array_record",
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+  return builder.as_data_source(split=split)
+
+
+def get_source(ref: str, split: str, data_cfg: Any = None):
+  """Random-access examples of dataset `ref` (see module docstring) for `split`."""
+  data_cfg = data_cfg or {}
+  get = data_cfg.get if hasattr(data_cfg, "get") else (lambda k, d=None: d)
+  tfds_dir = get("tfds_dir", None) or DEFAULT_TFDS_DIR
+  if ref.startswith("phantom_"):
+    modality, _, site = ref[len("phantom_"):].partition("/")
+    if modality not in ("ct", "cxr") or not site:
+      raise ValueError(f"bad phantom reference {ref!r}; expected 'phantom_ct/<site>' or 'phantom_cxr/<site>'")
+    overrides = dict(get("phantom_overrides", None) or {})
+    backend = get("phantom_backend", "memory")
+    if backend == "memory" or overrides:
+      return phantom_source(modality, site, split, seed=int(get("phantom_seed", 0)), overrides=overrides)
+    if backend != "tfds":
+      raise ValueError(f"data.phantom_backend must be 'memory' or 'tfds', got {backend!r}")
+    from prepnet_jax.data import phantom
+    phantom.prepare_tfds(tfds_dir, configs=(modality,))
+    return _tfds_source("chest_phantom", f"{site}_{split}", tfds_dir, None, config=modality)
+  if ref.startswith("folder:"):
+    from prepnet_jax.data.image_folder import ImageFolderSource
+    root = ref[len("folder:"):]
+    source = ImageFolderSource(root, on_corrupt=get("on_corrupt", "skip"))
+    patients = [str(source[i]["patient"]) for i in range(len(source))]
+    keep = np.flatnonzero(splits.patient_split(patients, seed=0) == split)
+    return pipeline.SubsetSource(source, keep)
+  name, _, config = ref.partition("/")
+  if ref not in REAL_DATASETS and name not in REAL_DATASETS:
+    raise ValueError(f"unknown dataset {ref!r}; known: phantom_ct/<site>, phantom_cxr/<site>, "
+                     f"folder:<path>, {', '.join(REAL_DATASETS)}")
+  manual_root = get("manual_dir", None)
+  manual_dir = os.path.join(manual_root, name) if manual_root else None
+  return _tfds_source(name, split, tfds_dir, manual_dir, config=config or None)
