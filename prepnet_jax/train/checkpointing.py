@@ -54,5 +54,13 @@ class Checkpointer:
                                       meta=ocp.args.JsonRestore()))
     return restored.state, dict(restored.meta or {})
 
+  def read_meta(self, step: int | None = None) -> dict:
+    """Only the JSON metadata of a step (e.g. to build the restore template)."""
+    step = self.latest_step() if step is None else step
+    if step is None:
+      return {}
+    restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    return dict(restored.meta or {})
+
   def close(self) -> None:
     self._manager.close()

@@ -1,0 +1,82 @@
+"""PrepNet on the 3-site CT phantom — the project's main job (CPU-fast).
+
+  python main.py --config=configs/prepnet.py --workdir=runs/prepnet
+
+Rows: Original (no AE), plain Auto-encoder, PrepNet (reproduced schedule: AE warm-up → E_img
+warm-up → adversarial rec/img/forget epochs → E_cov with the AE frozen), and PrepNet with the
+thesis's two fixes (up-sampling of the smaller datasets + grayscaling before E_cov). E_cov is
+trained on each site in turn and evaluated on train/val/test of every site; the cross-dataset
+table goes to stdout and reports/prepnet_table.md, the before/after grids, intensity
+histograms and the fresh dataset-origin classifier to reports/<row>/. One seed here;
+configs/prepnet_experiment.py runs the rows over 3 seeds (mean ± std).
+Small networks at 64×64 so it finishes in about 5–8 minutes on 2 CPU cores; the faithful
+224×224 VGG16/VGG19 setting is configs/prepnet_thesis.py.
+"""
+
+import ml_collections
+
+from configs import classifier as classifier_config
+
+
+def get_config():
+  c = ml_collections.ConfigDict()
+  c.task = "prepnet"
+  c.seed = 0
+  c.seeds = [0]
+
+  base = classifier_config.get_config()
+  c.data = base.data
+  c.data.datasets = ["phantom_ct/sars", "phantom_ct/ucsd", "phantom_ct/mosmed"]
+  del c.data["train"], c.data["eval"]
+  c.preprocess = base.preprocess
+  c.preprocess.grayscale = False   # PrepNet's grayscaling acts on the AE output (grayscale_cov)
+  c.preprocess.image_size = 64
+
+  # The U-Net auto-encoder (TernausNet UNet16, reference §2.1).
+  c.ae = ml_collections.ConfigDict(dict(
+      width_multiplier=0.125, depth=5, upsample="bilinear", out_activation="linear",
+      pretrained_path="", pretrained_sha256=""))
+  # Imaging-technology classifier E_img (K = number of datasets) and COVID classifier E_cov.
+  c.e_img = ml_collections.ConfigDict(dict(name="vgg19", width_multiplier=0.125, kwargs={},
+                                           pretrained_path="", pretrained_sha256=""))
+  c.e_cov = ml_collections.ConfigDict(dict(name="vgg19", width_multiplier=0.125, kwargs={},
+                                           pretrained_path="", pretrained_sha256=""))
+  adamw = dict(name="adamw", learning_rate=1e-3, weight_decay=1e-2, schedule="constant")
+  c.optim_ae = ml_collections.ConfigDict(adamw)
+  c.optim_img = ml_collections.ConfigDict(adamw)
+  c.optim_cov = ml_collections.ConfigDict(dict(adamw, learning_rate=5e-4))
+
+  # Losses (reference §3); every documented ambiguity is a field.
+  c.losses = ml_collections.ConfigDict(dict(
+      rec="l1",                # 'l1' (equations) or 'l2' (prose)
+      pseudo_sigma=0.005,      # pseudo-labels ~ N(0, sigma^2)
+      pseudo_target="logits",  # 'logits' (default) or 'probs' (1/K + noise)
+      eta_rec=1.0, eta_pseu=1.0, eta_cov=1.0, eta_img=1.0))
+
+  # Schedule (see prepnet_jax/train/prepnet.py) and epochs per phase (thesis: 20/2/50/30).
+  c.schedule = "original"
+  c.epochs = ml_collections.ConfigDict(dict(
+      ae_warmup=4, img_warmup=2, adversarial=4, cov=6, ae_pretrain=6, img_pretrain=3,
+      joint=6, four_step=8, end_to_end=6, diag_cov=4, diag_ae=3))
+  c.adversarial_alternation = "epoch"  # 'epoch' (a full pass per step) or 'batch'
+  c.upsample = False                   # Exp. 3: duplicate smaller datasets by round(max/n)
+  c.grayscale_cov = False              # §4.8: luma ×3 of the AE output before E_cov
+  c.grayscale_img = False              # the thesis does not say whether E_img sees it too
+  c.diagnostic_variant = "pseu"        # Exp. 6: 'pseu' (L_rec + L_pseu) or 'adv' (L_rec − L_img)
+  c.diagnostic_train_img = False       # Exp. 6: does E_img keep training? (not stated)
+  c.ae_pretrained_workdir = ""         # load a pre-trained AE instead of pretraining one
+  # E_cov is trained on each of these groups in turn (Exp. 2 uses pairs).
+  c.cov_train_sets = [["phantom_ct/sars"], ["phantom_ct/ucsd"], ["phantom_ct/mosmed"]]
+  c.batch_size = 32
+
+  c.rows = [
+      dict(name="Original", overrides={"schedule": "none"}),
+      dict(name="Auto-encoder", overrides={"schedule": "ae_only"}),
+      dict(name="PrepNet", overrides={}),
+      dict(name="PrepNet + up-sampling + grayscaling", overrides={"upsample": True, "grayscale_cov": True}),
+  ]
+  c.baseline_row = "Original"
+
+  c.diagnostics = ml_collections.ConfigDict(dict(
+      enabled=True, origin_model="small_cnn", origin_width=0.5, origin_epochs=4))
+  return c

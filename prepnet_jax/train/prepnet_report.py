@@ -1,0 +1,149 @@
+"""The thesis's cross-dataset tables (reference §6.3), over seeds, as JSON and Markdown.
+
+Definitions (verified against the thesis's numbers):
+  per dataset Tr/Va/Te   balanced accuracy of E_cov on that dataset's splits
+  Average (cross only)   mean of Tr, Va and Te BA on a dataset E_cov was NOT trained on
+  Within                 mean over COVID training sets of the same-dataset TEST BA
+  Cross                  mean of all cross "Average" values
+  Sens/Spec/AUC          on the test split
+  Δ                      percentage points against the baseline row
+Every number is a mean ± std over the seeds the config lists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+SPLITS = ("train", "val", "test")
+SHORT = {"train": "Tr", "val": "Va", "test": "Te"}
+
+
+def _seed_summary(result: dict) -> dict:
+  """Within/Cross and every table cell for one row and one seed."""
+  cells, within, cross = {}, [], []
+  for key, r in result.items():
+    if key.startswith("_"):
+      continue
+    members = r["members"]
+    for dataset, by_split in r["eval"].items():
+      ba = {s: by_split[s]["balanced_accuracy"] for s in SPLITS}
+      for s in SPLITS:
+        cells[f"{key}|{dataset}|{SHORT[s]}"] = ba[s]
+      test = by_split["test"]
+      for m in ("sensitivity", "specificity", "auc"):
+        cells[f"{key}|{dataset}|{m}"] = test.get(m, float("nan"))
+      if dataset in members:
+        within.append(ba["test"])
+      else:
+        avg = float(np.mean([ba[s] for s in SPLITS]))
+        cells[f"{key}|{dataset}|Avg"] = avg
+        cross.append(avg)
+  cells["Within"] = float(np.mean(within)) if within else float("nan")
+  cells["Cross"] = float(np.mean(cross)) if cross else float("nan")
+  return cells
+
+
+def build_tables(all_results: dict, config) -> dict:
+  """{row: {cell: {'mean', 'std', 'values'}}} plus pp deltas of Within/Cross vs the baseline."""
+  tables = {}
+  for row, by_seed in all_results.items():
+    per_seed = [_seed_summary(r) for _, r in sorted(by_seed.items())]
+    keys = per_seed[0].keys()
+    tables[row] = {k: _stats([s[k] for s in per_seed]) for k in keys}
+  baseline = config.get("baseline_row", "") or next(iter(tables))
+  if baseline not in tables:
+    raise KeyError(f"baseline_row={baseline!r} is not one of the rows {list(tables)}")
+  for row, cells in tables.items():
+    for agg in ("Within", "Cross"):
+      ours = np.asarray(cells[agg]["values"])
+      base = np.asarray(tables[baseline][agg]["values"])
+      delta = (ours - base) * 100.0 if ours.shape == base.shape else np.asarray([(ours.mean() - base.mean()) * 100])
+      cells[f"{agg}_delta_pp"] = _stats(list(delta))
+  tables["_baseline"] = baseline
+  return tables
+
+
+def _stats(values) -> dict:
+  v = np.asarray(values, np.float64)
+  finite = v[np.isfinite(v)]
+  return {"mean": float(finite.mean()) if finite.size else float("nan"),
+          "std": float(finite.std(ddof=1)) if finite.size > 1 else 0.0,
+          "values": [float(x) for x in v]}
+
+
+def _fmt(cell: dict | None, pct: bool = False) -> str:
+  if cell is None or not np.isfinite(cell["mean"]):
+    return "–"
+  if pct:
+    return f"{cell['mean']:+.2f} ± {cell['std']:.2f}"
+  return f"{cell['mean']:.4f} ± {cell['std']:.4f}" if len(cell["values"]) > 1 else f"{cell['mean']:.4f}"
+
+
+def markdown(tables: dict, all_results: dict, config) -> str:
+  rows = [r for r in tables if not r.startswith("_")]
+  baseline = tables["_baseline"]
+  first = all_results[rows[0]][sorted(all_results[rows[0]])[0]]
+  train_keys = [k for k in first if not k.startswith("_")]
+  datasets = list(first[train_keys[0]]["eval"])
+  n_seeds = len(next(iter(all_results.values())))
+  lines = [f"# PrepNet cross-dataset evaluation ({n_seeds} seed(s): {list(config.seeds)})", "",
+           f"Balanced accuracy of the COVID classifier; mean ± std over seeds; Δ in pp vs **{baseline}**.",
+           "Within = mean same-dataset test BA; Cross = mean of the cross-dataset Tr/Va/Te averages.", "",
+           "## Summary", "", "| Method | Within | Δ Within (pp) | Cross | Δ Cross (pp) |", "|---|---|---|---|---|"]
+  for r in rows:
+    c = tables[r]
+    lines.append(f"| {r} | {_fmt(c['Within'])} | {_fmt(c['Within_delta_pp'], True)} | {_fmt(c['Cross'])} | "
+                 f"{_fmt(c['Cross_delta_pp'], True)} |")
+  header = ["Method", "Train on"] + [f"{d}-{s}" for d in datasets for s in ("Tr", "Va", "Te", "Avg")]
+  lines += ["", "## Balanced accuracy per dataset and split", "", "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header)]
+  for r in rows:
+    for key in train_keys:
+      cells = [r, key] + [_fmt(tables[r].get(f"{key}|{d}|{s}")) for d in datasets for s in ("Tr", "Va", "Te", "Avg")]
+      lines.append("| " + " | ".join(cells) + " |")
+  header = ["Method", "Train on"] + [f"{d}-{m}" for d in datasets for m in ("Sens", "Spec", "AUC")]
+  lines += ["", "## Test sensitivity / specificity / AUC", "", "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header)]
+  for r in rows:
+    for key in train_keys:
+      cells = [r, key] + [_fmt(tables[r].get(f"{key}|{d}|{m}")) for d in datasets
+                          for m in ("sensitivity", "specificity", "auc")]
+      lines.append("| " + " | ".join(cells) + " |")
+  lines += ["", "## What the numbers say", ""] + verdicts(tables, rows, baseline)
+  return "\n".join(lines) + "\n"
+
+
+def verdicts(tables: dict, rows: list[str], baseline: str) -> list[str]:
+  """Plain sentences; a change counts as real only if it exceeds the seed-to-seed spread."""
+  out = []
+  for r in rows:
+    if r == baseline:
+      continue
+    parts = []
+    for agg in ("Within", "Cross"):
+      d = tables[r][f"{agg}_delta_pp"]
+      spread = d["std"]
+      if len(d["values"]) < 2:
+        word = "changes (single seed, no spread estimate)"
+      elif abs(d["mean"]) <= spread:
+        word = "does not change beyond the seed spread"
+      else:
+        word = "improves" if d["mean"] > 0 else "worsens"
+      parts.append(f"{agg} {word}: {d['mean']:+.2f} ± {spread:.2f} pp")
+    out.append(f"- **{r}** vs {baseline}: " + "; ".join(parts) + ".")
+  return out
+
+
+def write(reports_dir: str, tables: dict, all_results: dict, config, seconds: float) -> str:
+  os.makedirs(reports_dir, exist_ok=True)
+  text = markdown(tables, all_results, config) + f"\nWall time: {seconds:.0f} s\n"
+  with open(os.path.join(reports_dir, "prepnet_table.md"), "w") as f:
+    f.write(text)
+  raw = {row: {str(s): {k: v for k, v in r.items() if k != "_curves"} for s, r in by.items()}
+         for row, by in all_results.items()}
+  with open(os.path.join(reports_dir, "prepnet_results.json"), "w") as f:
+    json.dump({"tables": tables, "results": raw, "wall_seconds": seconds}, f, indent=1, default=float)
+  return text
