@@ -8,7 +8,7 @@ import os
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A small phantom so a whole training run takes seconds on 2 cores.
-TINY_CT = {"num_patients": 16, "image_size": 48}
+TINY_CT = {"num_patients": 60, "image_size": 48}
 
 
 def load_config(name: str):

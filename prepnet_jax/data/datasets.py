@@ -60,7 +60,25 @@ def _tfds_source(name: str, split: str, data_dir: str, manual_dir: str | None, c
     builder.download_and_prepare(
         file_format="array_record",
         download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
-  return builder.as_data_source(split=split)
+  return TextDecodedSource(builder.as_data_source(split=split))
+
+
+class TextDecodedSource:
+  """TFDS data sources return text features as bytes; examples here carry str (patient ids)."""
+
+  def __init__(self, source):
+    self.source = source
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __getitem__(self, i: int) -> dict:
+    example = dict(self.source[i])
+    for key, value in example.items():
+      if isinstance(value, bytes):
+        example[key] = value.decode("utf-8")
+    example.setdefault("domain", np.int32(0))
+    return example
 
 
 def get_source(ref: str, split: str, data_cfg: Any = None):
@@ -85,7 +103,7 @@ def get_source(ref: str, split: str, data_cfg: Any = None):
     from prepnet_jax.data.image_folder import ImageFolderSource
     root = ref[len("folder:"):]
     source = ImageFolderSource(root, on_corrupt=get("on_corrupt", "skip"))
-    patients = [str(source[i]["patient"]) for i in range(len(source))]
+    patients = [str(p) for p in source.column("patient")]
     keep = np.flatnonzero(splits.patient_split(patients, seed=0) == split)
     return pipeline.SubsetSource(source, keep)
   name, _, config = ref.partition("/")

@@ -34,8 +34,9 @@ def make_schedule(cfg, steps_per_epoch: int, total_steps: int) -> Callable[[Any]
                                    decay_rate=float(cfg.gamma), staircase=True)
   if kind == "cosine":
     warmup = int(cfg.get("warmup_epochs", 0) * steps_per_epoch)
-    return optax.warmup_cosine_decay_schedule(0.0 if warmup else lr, lr, max(warmup, 1) if warmup else 1,
-                                              max(total_steps, warmup + 1))
+    if not warmup:
+      return optax.cosine_decay_schedule(lr, max(total_steps, 1))
+    return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(total_steps, warmup + 1))
   if kind == "onecycle":  # PyTorch OneCycleLR defaults: pct_start 0.3, div 25, final div 1e4
     return optax.cosine_onecycle_schedule(
         transition_steps=max(total_steps, 1), peak_value=lr,

@@ -44,7 +44,9 @@ def create_model_state(model, tx: optax.GradientTransformation, rng: jax.Array,
                        sample_input: jax.Array, **init_kwargs) -> ModelState:
   """Initialises `model` on `sample_input` and wraps params, batch stats and optimizer state."""
   init_rng, state_rng = jax.random.split(rng)
-  variables = model.init({"params": init_rng, "dropout": init_rng}, sample_input, train=False, **init_kwargs)
+  # Jitted init: one compilation instead of thousands of eager ops for a large network.
+  variables = jax.jit(lambda r, x: model.init({"params": r, "dropout": r}, x, train=False, **init_kwargs))(
+      init_rng, sample_input)
   params = variables["params"]
   return ModelState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),

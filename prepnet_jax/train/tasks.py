@@ -11,7 +11,6 @@ import importlib
 TASKS = {
     "classifier": "prepnet_jax.train.classifier",
     "prepnet": "prepnet_jax.train.prepnet",
-    "prepnet_experiment": "prepnet_jax.train.prepnet_experiment",
     "gan": "prepnet_jax.train.gan",
     "vae": "prepnet_jax.train.vae",
     "vaegan": "prepnet_jax.train.vaegan",

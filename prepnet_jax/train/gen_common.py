@@ -1,0 +1,357 @@
+"""What the GAN, VAE and VAE-GAN loops share: network states, the chest X-ray training images,
+resume ("second wind"), sample grids, the Fréchet-distance hook and the loop itself.
+
+Each family module (`train/gan.py`, `train/vae.py`, `train/vaegan.py`) builds its models,
+state and jitted step and hands them to `fit` as a `Family`. The loop follows the thesis's
+protocol: `num_steps` iterations of `batch_size`, a grid of fixed latents every
+`sample_every` steps, a checkpoint (all kept by default) and the Fréchet distance every
+`save_every` steps and at the end, plus one at initialisation (step 0).
+
+Resume: a rerun with the same workdir continues from its latest checkpoint. `resume_step=k`
+restarts from step k — from `resume_workdir` into a new workdir (the thesis's "second wind":
+the original run keeps every checkpoint), or in place when k is the latest step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from prepnet_jax.data import datasets, pipeline, transforms
+from prepnet_jax.train import checkpointing, checks, logging_utils, sharding
+
+CONFIG_FILE = "config.json"
+
+
+# --- network state -------------------------------------------------------------------------------
+
+@flax.struct.dataclass
+class Net:
+  """One network of a generative model: parameters, BatchNorm statistics, optimizer state."""
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  apply_fn: Callable = flax.struct.field(pytree_node=False)
+  tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+
+  def variables(self, params=None) -> dict:
+    v = {"params": self.params if params is None else params}
+    if self.batch_stats:
+      v["batch_stats"] = self.batch_stats
+    return v
+
+  def apply_gradients(self, grads, batch_stats=None) -> "Net":
+    updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
+    return self.replace(params=optax.apply_updates(self.params, updates), opt_state=opt_state,
+                        batch_stats=self.batch_stats if batch_stats is None else batch_stats)
+
+
+def create_net(model, tx: optax.GradientTransformation, rng: jax.Array, *inputs, **kwargs) -> Net:
+  variables = model.init({"params": rng, "dropout": rng}, *inputs, train=False, **kwargs)
+  params = variables["params"]
+  return Net(params=params, batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
+             apply_fn=model.apply, tx=tx)
+
+
+def select_tree(condition: jax.Array, new, old):
+  """`new` where `condition` holds, else `old` (skipping an update inside a jitted step)."""
+  return jax.tree_util.tree_map(lambda a, b: jnp.where(condition, a, b), new, old)
+
+
+def with_data_sharding(x: jax.Array, mesh) -> jax.Array:
+  """Splits an in-step array (latents, noise) over the data axis like the batch."""
+  return jax.lax.with_sharding_constraint(x, sharding.data_sharding(mesh))
+
+
+# --- the family protocol -------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+  """What `fit` needs from a generative family.
+
+  init_state(config, rng) -> state (a pytree with a `step` field);
+  train_step(state, batch) -> (state, scalars), jitted; batch['image'] is
+    (B, batches_per_step, S, S, C) in [−1, 1] and batch['label'] (B, batches_per_step);
+  generate(state, z, labels) -> images in [−1, 1], jitted;
+  latent_dim and num_classes (0 = unconditional) of the generator.
+  """
+  name: str
+  init_state: Callable[[Any, jax.Array], Any]
+  train_step: Callable[[Any, dict], tuple[Any, dict]]
+  generate: Callable[[Any, jax.Array, jax.Array], jax.Array]
+  latent_dim: int
+  num_classes: int = 0
+  batches_per_step: int = 1
+
+
+# --- data ----------------------------------------------------------------------------------------
+
+def load_training_images(config) -> tuple[pipeline.ArraySource, Any, Callable]:
+  """The chest X-rays the generator learns, for `config.data` / `config.preprocess`.
+
+  Returns (real, source, preprocess): `real` is the deterministic preprocessed set in memory
+  (image float32 (S, S, C) in [−1, 1], label int32) used for training without augmentation and
+  as the real side of the Fréchet distance; with augmentation `source`/`preprocess` feed the
+  training pipeline instead.
+  """
+  data = config.data
+  source = datasets.get_source(data.source, data.split, data)
+  label_key = data.get("label_key", "label")
+  class_filter = list(data.get("class_filter", []) or [])
+  if class_filter:
+    source = pipeline.filter_source(source, label_key, class_filter)
+  if len(source) == 0:
+    raise ValueError(f"no training images in {data.source}:{data.split} with "
+                     f"{label_key} in {class_filter}; check config.data.class_filter")
+  eval_pre = transforms.make_preprocess(config.preprocess, training=False)
+  train_pre = transforms.make_preprocess(config.preprocess, training=True)
+
+  def keep_image_label(pre):
+    def fn(example, rng):
+      out = pre(example, rng)
+      return {"image": out["image"], "label": np.int32(example[label_key])}
+    return fn
+
+  real = pipeline.materialize(source, keep_image_label(eval_pre), seed=int(config.seed))
+  check_image_range(real.arrays["image"], config)
+  augment = dict(config.preprocess.get("augment", {}) or {})
+  if any(bool(v) for v in augment.values()):
+    return real, source, keep_image_label(train_pre)
+  return real, real, lambda example, rng: example
+
+
+def check_image_range(images: np.ndarray, config) -> None:
+  """Generators are trained on [−1, 1] images of the model's size and channels; fail early."""
+  size, channels = int(config.preprocess.image_size), int(config.preprocess.channels)
+  if images.dtype != np.float32 or images.shape[1:] != (size, size, channels):
+    raise ValueError(f"training images are {images.dtype} {images.shape[1:]}, expected float32 "
+                     f"({size}, {size}, {channels}) from config.preprocess")
+  lo, hi = float(images.min()), float(images.max())
+  if lo < -1.0 - 1e-5 or hi > 1.0 + 1e-5:
+    raise ValueError(f"training images span [{lo:.3f}, {hi:.3f}], expected [-1, 1]; set "
+                     f"config.preprocess.value_range='symmetric' (got {config.preprocess.value_range!r})")
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+  """[−1, 1] float images → uint8, as saved PNGs hold them (thesis: (0.5 x + 0.5) · 255)."""
+  return logging_utils.to_uint8(np.asarray(images), value_range=(-1.0, 1.0))
+
+
+# --- generation ----------------------------------------------------------------------------------
+
+def latents(seed: int, num: int, latent_dim: int) -> np.ndarray:
+  return np.asarray(jax.random.normal(jax.random.key(seed), (num, latent_dim), jnp.float32))
+
+
+def generate_images(family: Family, state, z: np.ndarray, labels: np.ndarray, mesh,
+                    batch_size: int = 256) -> np.ndarray:
+  """Images for latents `z` (and `labels`), in device-sized chunks; float32 in [−1, 1]."""
+  step = -(-batch_size // mesh.devices.size) * mesh.devices.size
+  out = []
+  for start in range(0, len(z), step):
+    zb, lb = z[start:start + step], labels[start:start + step]
+    valid = len(zb)
+    pad = (-valid) % mesh.devices.size
+    zb = np.concatenate([zb, np.zeros((pad, zb.shape[1]), zb.dtype)])
+    lb = np.concatenate([lb, np.zeros((pad,), lb.dtype)])
+    batch = sharding.shard_batch({"z": zb, "label": lb}, mesh)
+    out.append(np.asarray(jax.device_get(family.generate(state, batch["z"], batch["label"])))[:valid])
+  return np.concatenate(out)
+
+
+def grid_labels(num: int, num_classes: int) -> np.ndarray:
+  """Labels of a sample grid: classes in turn (one class per column of a K-column grid)."""
+  return (np.arange(num) % num_classes if num_classes else np.zeros(num)).astype(np.int32)
+
+
+def save_sample_grid(writer, workdir: str, step: int, images: np.ndarray, ncols: int) -> str:
+  grid = logging_utils.image_grid(to_uint8(images), ncols=ncols)
+  writer.write_images(step, {"samples": grid[None]})
+  return logging_utils.save_png(os.path.join(workdir, "reports", f"samples_{step:06d}.png"), grid)
+
+
+# --- Fréchet distance ----------------------------------------------------------------------------
+
+def make_metric_hook(config, real_uint8: np.ndarray) -> tuple[str, Callable[[np.ndarray, int], dict]]:
+  """(FD metric name, fn(fake_uint8, step) → record) against the training images.
+
+  The extractor comes from `config.fd.extractor` ('randinit' by default, at the training
+  resolution unless `fd.extractor_image_size` is set), so the metric is `fd_randinit`, never
+  'fid'; the real features are extracted once and cached by gen_metrics.
+  """
+  from prepnet_jax.eval import gen_metrics
+  spec = config.fd.extractor
+  kwargs = {}
+  if spec == "randinit":
+    size = int(config.fd.extractor_image_size) or int(config.preprocess.image_size)
+    kwargs = dict(seed=int(config.fd.extractor_seed), image_size=size)
+  extractor = gen_metrics.get_extractor(spec, **kwargs)
+  fd_name = gen_metrics.metric_name("fd", extractor)
+  dataset = f"{config.data.source}:{config.data.split}:{config.data.label_key}{list(config.data.class_filter)}"
+  metrics = tuple(config.fd.metrics)
+
+  def evaluate(fake_uint8: np.ndarray, step: int) -> dict:
+    records = gen_metrics.evaluate(real_uint8, fake_uint8, extractor, dataset=dataset, metrics=metrics)
+    return {"step": int(step), **gen_metrics.as_scalars(records), "records": records}
+
+  return fd_name, evaluate
+
+
+# --- checkpoints and resume ----------------------------------------------------------------------
+
+def open_checkpointer(workdir: str, config) -> checkpointing.Checkpointer:
+  keep = int(config.get("keep_checkpoints", 0))
+  return checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), keep if keep > 0 else None)
+
+
+def restore_or_start(config, workdir: str, ckpt: checkpointing.Checkpointer, state) -> tuple[Any, dict, str]:
+  """(state, meta, how): auto-resume, second-wind restart, or the fresh `state`.
+
+  Own checkpoints win (a killed run continues where it stopped). Without any, `resume_step`
+  (−1 = latest) is restored from `resume_workdir`. In place, `resume_step` must be the latest
+  step: training on from an earlier one would overwrite the later checkpoints.
+  """
+  resume_step = int(config.get("resume_step", -1))
+  resume_workdir = config.get("resume_workdir", "") or ""
+  branching = bool(resume_workdir) and os.path.abspath(resume_workdir) != os.path.abspath(workdir)
+  latest = ckpt.latest_step()
+  if latest is not None and (branching or resume_step < 0):
+    state, meta = ckpt.restore(state)
+    return state, meta, f"resumed from step {latest} in {ckpt.directory}"
+  if branching:
+    source = checkpointing.Checkpointer(os.path.join(resume_workdir, "checkpoints"), None)
+    step = None if resume_step < 0 else resume_step
+    state, meta = source.restore(state, step)
+    return state, meta, f"restarted from step {int(jax.device_get(state.step))} of {source.directory}"
+  if resume_step >= 0:
+    if latest is None or resume_step not in ckpt.all_steps():
+      raise FileNotFoundError(f"config.resume_step={resume_step}: no such checkpoint in {ckpt.directory} "
+                              f"(available: {ckpt.all_steps()})")
+    if resume_step != latest:
+      raise ValueError(f"config.resume_step={resume_step} is earlier than the latest checkpoint {latest} "
+                       f"of {workdir}; to restart from it keep this run intact and branch: "
+                       f"--config.resume_workdir={workdir} --config.resume_step={resume_step} "
+                       f"--workdir=<new directory>")
+    state, meta = ckpt.restore(state, resume_step)
+    return state, meta, f"resumed from step {resume_step} in {ckpt.directory}"
+  return state, {}, "fresh start"
+
+
+def write_config(config, workdir: str) -> None:
+  """`config.json` (main.py writes it too); `sample_images` rebuilds the model from it."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if jax.process_index() == 0 and not os.path.exists(path):
+    os.makedirs(workdir, exist_ok=True)
+    with open(path, "w") as f:
+      json.dump(config.to_dict(), f, indent=2, default=str)
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} not found: is {workdir} the workdir of a generative training run?")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def _write_json(path: str, payload: dict) -> None:
+  if jax.process_index() == 0:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+      json.dump(payload, f, indent=2)
+
+
+# --- the loop ------------------------------------------------------------------------------------
+
+def fit(config, workdir: str, family: Family, mesh) -> dict:
+  """Trains `family` to `config.num_steps` with auto-resume; returns the Fréchet history."""
+  writer = logging_utils.create_writer(workdir)
+  write_config(config, workdir)
+  batch_size, k = int(config.batch_size), family.batches_per_step
+  sharding.local_batch_size(batch_size, mesh)
+  real, train_source, train_pre = load_training_images(config)
+  real_images, real_labels = real.arrays["image"], real.arrays["label"]
+  fraction = float(config.data.get("balance_fraction", 0.0))
+  balance = ("label", 1, fraction) if fraction else None
+  dataset = pipeline.train_dataset(train_source, train_pre, batch_size * k, seed=int(config.seed), balance=balance)
+  print(f"[{family.name}] {config.model.kind} on {config.data.source}:{config.data.split} "
+        f"({len(real_images)} images, labels {np.bincount(real_labels).tolist()}), "
+        f"{real_images.shape[1]}², {jax.device_count()} device(s)", flush=True)
+
+  state = family.init_state(config, jax.random.key(int(config.seed)))
+  ckpt = open_checkpointer(workdir, config)
+  state, meta, how = restore_or_start(config, workdir, ckpt, state)
+  print(f"[{family.name}] {how}", flush=True)
+  state = sharding.replicate(state, mesh)
+  iterator = pipeline.make_iterator(dataset, meta.get("iterator"))
+  fd_history = list(meta.get("fd_history", []))
+
+  num_steps = int(config.num_steps)
+  num_grid = int(config.num_grid_images)
+  ncols = family.num_classes if family.num_classes else int(np.ceil(np.sqrt(num_grid)))
+  grid_z, grid_y = latents(int(config.seed) + 1, num_grid, family.latent_dim), grid_labels(num_grid, family.num_classes)
+  fd_enabled = bool(config.fd.enabled)
+  real_u8 = to_uint8(real_images[:int(config.fd.num_real)] if int(config.fd.num_real) > 0 else real_images)
+  fd_name, fd_hook = make_metric_hook(config, real_u8) if fd_enabled else ("", None)
+  num_fake = int(config.fd.num_fake)
+  fd_z = latents(int(config.seed) + 2, num_fake, family.latent_dim)
+  fd_y = np.resize(real_labels, num_fake).astype(np.int32) if family.num_classes else np.zeros(num_fake, np.int32)
+
+  def checkpoint(step: int) -> None:
+    if fd_enabled and not any(r["step"] == step for r in fd_history):
+      record = fd_hook(to_uint8(generate_images(family, state, fd_z, fd_y, mesh)), step)
+      fd_history.append(record)
+      writer.write_scalars(step, {k: v for k, v in record.items() if k not in ("step", "records")})
+      print(f"[{family.name}] step {step}: {fd_name}={record[fd_name]:.4g} (noise floor "
+            f"{record.get(fd_name + '_noise_floor', float('nan')):.4g}; N_real={len(real_u8)}, N_gen={num_fake})",
+            flush=True)
+      _write_json(os.path.join(workdir, "reports", "fd_history.json"), {"metric": fd_name, "history": fd_history})
+    meta = {"iterator": iterator.get_state(), "fd_history": fd_history}
+    ckpt.save(step, jax.device_get(state), meta)
+
+  start = int(jax.device_get(state.step))
+  if start == 0 and ckpt.latest_step() is None:
+    save_sample_grid(writer, workdir, 0, generate_images(family, state, grid_z, grid_y, mesh), ncols)
+    checkpoint(0)
+  progress = logging_utils.Progress(num_steps, int(config.log_every), family.name, first_step=start)
+  t0 = time.time()
+  for step in range(start + 1, num_steps + 1):
+    batch = next(iterator)
+    batch = {key: _group(batch[key], k) for key in ("image", "label")}
+    state, scalars = family.train_step(state, sharding.shard_batch(batch, mesh))
+    is_save = step % int(config.save_every) == 0 or step == num_steps
+    if step % int(config.log_every) == 0 or is_save:
+      scalars = jax.device_get(scalars)
+      checks.check_finite(scalars, step)
+      writer.write_scalars(step, {f"train/{key}": value for key, value in scalars.items()})
+      progress(step, scalars, batch_size)
+    if step % int(config.sample_every) == 0 or step == num_steps:
+      save_sample_grid(writer, workdir, step, generate_images(family, state, grid_z, grid_y, mesh), ncols)
+    if is_save:
+      checkpoint(step)
+  if start < num_steps:
+    logging.info("%s: trained %d steps in %.1fs", family.name, num_steps - start, time.time() - t0)
+  summary = {"metric": fd_name, "num_steps": num_steps, "train_seconds_this_run": round(time.time() - t0, 1),
+             "initial": fd_history[0].get(fd_name) if fd_history else None,
+             "final": fd_history[-1].get(fd_name) if fd_history else None,
+             "history": {r["step"]: r.get(fd_name) for r in fd_history}}
+  _write_json(os.path.join(workdir, "reports", "summary.json"), summary)
+  writer.flush()
+  return {"fd_history": fd_history, "state": state}
+
+
+def _group(array: np.ndarray, k: int) -> np.ndarray:
+  """(k·B, ...) → (B, k, ...): k independent batches per step, still split along B."""
+  array = np.asarray(array)
+  return np.swapaxes(array.reshape((k, array.shape[0] // k) + array.shape[1:]), 0, 1)
