@@ -1,0 +1,317 @@
+"""Named image embeddings for generative metrics: Inception-v3 (FID), random-init CNN, classifier.
+
+A metric's name says which embedding made it (DESIGN.md, honesty rules): only the FID
+Inception-v3 (2015-12-05 weights, 299×299) gives 'fid'; the others give `fd_randinit`,
+`fd_classifier`, `fd_inception_keras`, ... Every extractor carries its weights hash and a
+description of its resize, and works the same way:
+
+  images (uint8, or floats in a declared `value_range`; 1 or 3 channels; a list when sizes
+  differ) → quantised to uint8 exactly as saved PNGs would be → repeated to 3 channels →
+  resized per image on the host → batched, jitted, data-parallel network → (N, d) float32.
+
+Specs for `get_extractor`:
+  'inception' / 'inception:<path>'  Inception-v3 from a local file (`weights_path=`), never
+                                    downloaded; resize = clean-fid's 'clean' rule (PIL bicubic,
+                                    antialiased, on float32, clipped to [0, 255]) to 299.
+  'randinit'                        fixed-seed random-init CNN (Naeem et al. 2020's proposal for
+                                    data far from ImageNet); `seed=`, `image_size=`, `widths=`.
+  'classifier:<workdir>'            a classifier run of this project: global average of its
+                                    `features()` map, softmax/sigmoid of its logits for IS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from prepnet_jax.data import transforms
+from prepnet_jax.models import inception_v3
+from prepnet_jax.models.inception_v3 import MissingWeightsError
+
+INCEPTION_SIZE = 299
+RANDINIT_WIDTHS = (32, 64, 128, 256, 512)
+
+Images = np.ndarray | Sequence[np.ndarray]
+
+
+def tree_sha256(tree: Any) -> str:
+  """SHA-256 over every leaf's path, dtype, shape and bytes: the identity of in-memory weights."""
+  digest = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    leaf = np.asarray(leaf)
+    digest.update(f"{jax.tree_util.keystr(path)}:{leaf.dtype}:{leaf.shape};".encode())
+    digest.update(np.ascontiguousarray(leaf).tobytes())
+  return digest.hexdigest()
+
+
+def as_uint8_images(images: Images, value_range: tuple[float, float] | None = None) -> list[np.ndarray]:
+  """uint8 HxWxC images; floats in `value_range` are rounded to uint8 as a PNG writer would."""
+  if isinstance(images, np.ndarray) and images.ndim in (3, 4):
+    images = images[..., None] if images.ndim == 3 else images
+    batch = [images]
+  else:
+    batch = [np.asarray(img)[None] for img in images]
+    batch = [b[..., None] if b.ndim == 3 else b for b in batch]
+  out = []
+  for b in batch:
+    if b.ndim != 4 or b.shape[-1] not in (1, 3):
+      raise ValueError(f"expected images of shape (N, H, W), (N, H, W, 1) or (N, H, W, 3), got "
+                       f"{b.shape[1:] if b.ndim == 4 else b.shape}")
+    if b.dtype == np.uint8:
+      out.extend(b)
+      continue
+    if not np.issubdtype(b.dtype, np.floating):
+      raise TypeError(f"images must be uint8 or float, got dtype {b.dtype}")
+    if value_range is None:
+      raise ValueError("float images need value_range=(lo, hi), e.g. (-1, 1) for generator outputs")
+    lo, hi = (float(v) for v in value_range)
+    slack = 1e-3 * (hi - lo)
+    if b.size and (b.min() < lo - slack or b.max() > hi + slack):
+      raise ValueError(f"images span [{b.min():.4g}, {b.max():.4g}], outside the declared "
+                       f"value_range ({lo}, {hi})")
+    scaled = (b.astype(np.float32) - lo) * (255.0 / (hi - lo))
+    out.extend(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
+  return out
+
+
+def clean_resize(image_uint8: np.ndarray, size: int) -> np.ndarray:
+  """clean-fid's 'clean' resize: 3 channels, PIL bicubic (antialiased) on float32, clipped."""
+  image = transforms.set_channels(image_uint8, 3).astype(np.float32)
+  return np.clip(transforms.resize(image, (size, size), "bicubic"), 0.0, 255.0)
+
+
+def clean_resize_description(size: int) -> str:
+  return f"pil_bicubic_float32_{size} (clean-fid 'clean'; gray repeated to 3 channels)"
+
+
+class FeatureExtractor:
+  """A named embedding: `features(images)` → (N, d); `class_probs(images)` → (N, K) if it has logits.
+
+  `forward(variables, batch)` → (features, logits or None) runs jitted on this process's
+  devices (batch split over them); `prepare(uint8 HxWxC)` → float32 network input per image.
+  """
+
+  def __init__(self, *, name: str, description: str, weights_sha256: str, resize: str,
+               feature_dim: int, num_classes: int, forward: Callable, variables: Any,
+               prepare: Callable[[np.ndarray], np.ndarray], standard_fid: bool = False,
+               batch_size: int = 64):
+    self.name, self.description, self.weights_sha256 = name, description, weights_sha256
+    self.resize, self.feature_dim, self.num_classes = resize, feature_dim, num_classes
+    self.standard_fid = standard_fid
+    self.fallback_from: str | None = None
+    self._prepare = prepare
+    self._mesh = Mesh(np.asarray(jax.local_devices()), ("data",))
+    devices = self._mesh.devices.size
+    self.batch_size = max(devices, (int(batch_size) + devices - 1) // devices * devices)
+    self._variables = jax.device_put(variables, NamedSharding(self._mesh, P()))
+    self._batch_sharding = NamedSharding(self._mesh, P("data"))
+    self._forward = jax.jit(forward)
+
+  @property
+  def has_class_probs(self) -> bool:
+    return self.num_classes > 0
+
+  def features_and_probs(self, images: Images, value_range=None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Features (N, d) and, for extractors with a head, class probabilities (N, K)."""
+    images = as_uint8_images(images, value_range)
+    feats, logits = [], []
+    for start in range(0, len(images), self.batch_size):
+      chunk = [self._prepare(img) for img in images[start:start + self.batch_size]]
+      batch = np.zeros((self.batch_size,) + chunk[0].shape, np.float32)
+      batch[:len(chunk)] = np.stack(chunk)
+      f, lg = self._forward(self._variables, jax.device_put(batch, self._batch_sharding))
+      feats.append(np.asarray(f)[:len(chunk)])
+      if lg is not None:
+        logits.append(np.asarray(lg)[:len(chunk)])
+    if not feats:
+      raise ValueError("no images given")
+    return np.concatenate(feats).astype(np.float32), (_probs(np.concatenate(logits)) if logits else None)
+
+  def features(self, images: Images, value_range=None) -> np.ndarray:
+    return self.features_and_probs(images, value_range)[0]
+
+  def class_probs(self, images: Images, value_range=None) -> np.ndarray:
+    if not self.has_class_probs:
+      raise ValueError(f"extractor {self.name!r} has no classifier head, so no class probabilities")
+    return self.features_and_probs(images, value_range)[1]
+
+  def describe(self) -> dict:
+    return dict(extractor=self.name, extractor_detail=self.description,
+                weights_sha256=self.weights_sha256, resize=self.resize,
+                feature_dim=self.feature_dim, fallback_from=self.fallback_from)
+
+
+def _probs(logits: np.ndarray) -> np.ndarray:
+  logits = logits.astype(np.float64)
+  if logits.shape[1] == 1:  # one-logit binary classifier: P(positive) = sigmoid
+    p = 1.0 / (1.0 + np.exp(-logits[:, 0]))
+    return np.stack([1.0 - p, p], axis=1)
+  logits = logits - logits.max(axis=1, keepdims=True)
+  e = np.exp(logits)
+  return e / e.sum(axis=1, keepdims=True)
+
+
+# --- Inception-v3 --------------------------------------------------------------------------------
+
+def inception_extractor(weights_path: str, sha256: str | None = None,
+                        batch_size: int = 64) -> FeatureExtractor:
+  """Inception-v3 pool3 features at 299×299; 'inception_fid' only for the 2015-12-05 weights."""
+  model, variables, info = inception_v3.load_inception(weights_path, sha256 or None)
+  fid = info["variant"] == "fid"
+
+  def forward(v, x):
+    out = model.apply(v, x)
+    return out["pool"], out.get("logits")
+
+  name = "inception_fid" if fid else "inception_keras"
+  description = (f"Inception-v3 {'2015-12-05 FID graph' if fid else 'Keras InceptionV3 layout'} "
+                 f"pool3 (2048-d), {info['num_classes'] or 'no'} classes, from "
+                 f"{os.path.basename(weights_path)} ({info['format']})")
+  return FeatureExtractor(
+      name=name, description=description, weights_sha256=info["sha256"],
+      resize=clean_resize_description(INCEPTION_SIZE), feature_dim=inception_v3.FEATURE_DIM,
+      num_classes=info["num_classes"], forward=forward, variables=variables,
+      prepare=lambda img: clean_resize(img, INCEPTION_SIZE), standard_fid=fid, batch_size=batch_size)
+
+
+# --- fixed-seed random-init CNN -------------------------------------------------------------------
+
+class RandomConvNet(nn.Module):
+  """3×3 convs (stride 1, then 2) with ReLU, global average pool; weights from `randinit_variables`."""
+  widths: Sequence[int] = RANDINIT_WIDTHS
+
+  @nn.compact
+  def __call__(self, x):
+    for i, width in enumerate(self.widths):
+      x = nn.relu(nn.Conv(width, (3, 3), strides=1 if i == 0 else 2, padding="SAME")(x))
+    return jnp.mean(x, axis=(1, 2))
+
+
+def randinit_variables(seed: int, widths: Sequence[int] = RANDINIT_WIDTHS) -> dict:
+  """He-normal kernels and zero biases drawn with numpy's PCG64, so the weights (and their
+  hash) are bit-identical on every machine and backend, unlike XLA-compiled initialisers."""
+  sample = jax.ShapeDtypeStruct((1, 16, 16, 3), jnp.float32)
+  shapes = jax.eval_shape(RandomConvNet(tuple(widths)).init, jax.random.key(0), sample)
+  rng = np.random.default_rng(seed)
+
+  def draw(path, leaf):
+    if path[-1].key != "kernel":
+      return np.zeros(leaf.shape, np.float32)
+    fan_in = int(np.prod(leaf.shape[:-1]))
+    return (rng.standard_normal(leaf.shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+
+  return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
+def randinit_extractor(seed: int = 0, image_size: int = 128, widths: Sequence[int] = RANDINIT_WIDTHS,
+                       batch_size: int = 64) -> FeatureExtractor:
+  """Random-init CNN features (`fd_randinit`): same seed, same weights on every machine."""
+  widths = tuple(int(w) for w in widths)
+  model = RandomConvNet(widths)
+  variables = randinit_variables(seed, widths)
+
+  def forward(v, x):
+    return model.apply(v, x), None
+
+  return FeatureExtractor(
+      name="randinit", weights_sha256=tree_sha256(variables), resize=clean_resize_description(image_size),
+      description=f"random-init CNN widths={widths} seed={seed} (numpy He-normal) input "
+                  f"{image_size}x{image_size} in [-1, 1], global average pool",
+      feature_dim=widths[-1], num_classes=0, forward=forward, variables=variables,
+      prepare=lambda img: clean_resize(img, image_size) / 127.5 - 1.0, batch_size=batch_size)
+
+
+# --- a classifier of this project -----------------------------------------------------------------
+
+def classifier_extractor(workdir: str, step: int | None = None, batch_size: int = 64) -> FeatureExtractor:
+  """Penultimate embedding of a 'classifier' run: `best/` checkpoint, or `checkpoints/` `step`."""
+  import ml_collections
+  from prepnet_jax.train import checkpointing
+  from prepnet_jax.train import classifier as classifier_lib
+
+  config_path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(config_path):
+    raise FileNotFoundError(f"classifier extractor: {config_path} does not exist (expected the "
+                            "workdir of a 'classifier' run)")
+  with open(config_path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  config.model.pretrained_path = ""  # the checkpoint holds the weights; no file needed here
+  model = classifier_lib.build_model(config)
+  # Schedule lengths do not change the optimizer-state structure that the restore needs.
+  abstract = jax.eval_shape(lambda: classifier_lib.create_state(config, model, jax.random.key(0), 10, 1000))
+  best = os.path.join(workdir, "best")
+  use_best = (step is None and os.path.isdir(best)
+              and checkpointing.Checkpointer(best, 1).latest_step() is not None)
+  ckpt = checkpointing.Checkpointer(best if use_best else os.path.join(workdir, "checkpoints"), None)
+  state, _ = ckpt.restore(abstract, None if use_best else step)
+  variables = state.variables
+  which = "best" if use_best else f"step {ckpt.latest_step() if step is None else step}"
+  preprocess = transforms.make_preprocess(config.preprocess, training=False)
+  rng = np.random.default_rng(0)  # unused by the evaluation preprocess; the API needs one
+
+  def forward(v, x):
+    fmap = model.apply(v, x, train=False, method="features")
+    return jnp.mean(fmap, axis=(1, 2)), model.apply(v, fmap, train=False, method="head")
+
+  p = config.preprocess
+  sample = jax.ShapeDtypeStruct((1, int(p.image_size), int(p.image_size), int(p.channels)), jnp.float32)
+  feat_shape, logit_shape = jax.eval_shape(forward, variables, sample)
+  return FeatureExtractor(
+      name="classifier", weights_sha256=tree_sha256(variables),
+      description=f"{config.model.name} classifier {os.path.abspath(workdir)} ({which}), "
+                  "global average of features()",
+      resize=(f"classifier preprocess: {p.resize_method} to {p.image_size}x{p.image_size}, "
+              f"{p.channels} channels, grayscale={p.grayscale}, equalize={p.equalize}, "
+              f"value_range={p.value_range}"),
+      feature_dim=int(feat_shape.shape[-1]), num_classes=int(logit_shape.shape[-1]), forward=forward,
+      variables=variables, prepare=lambda img: preprocess({"image": img}, rng)["image"],
+      batch_size=batch_size)
+
+
+# --- by name --------------------------------------------------------------------------------------
+
+def get_extractor(spec: str, **kwargs) -> FeatureExtractor:
+  """'inception[:<path>]' (weights_path=, sha256=), 'randinit' (seed=, image_size=, widths=),
+  'classifier:<workdir>' (step=); all take batch_size=. See the module docstring."""
+  kind, _, arg = spec.partition(":")
+  if kind == "inception":
+    if arg:
+      kwargs.setdefault("weights_path", arg)
+    if not kwargs.get("weights_path"):
+      raise MissingWeightsError(inception_v3.missing_weights_message(""))
+    return inception_extractor(**kwargs)
+  if kind == "randinit" and not arg:
+    return randinit_extractor(**kwargs)
+  if kind == "classifier" and arg:
+    return classifier_extractor(arg, **kwargs)
+  raise ValueError(f"unknown feature extractor {spec!r}; expected 'inception[:<weights path>]', "
+                   "'randinit' or 'classifier:<workdir>'")
+
+
+def get_extractor_or_fallback(spec: str, *, allow_fallback: bool = False, fallback: str = "randinit",
+                              fallback_kwargs: dict | None = None, **kwargs) -> FeatureExtractor:
+  """`get_extractor(spec)`; only a *missing* weights file may switch to `fallback`, and only
+  when allowed. The substitute keeps its own name (so its records read `fd_randinit`, never
+  'fid') and `fallback_from` says what it replaces. A wrong hash is always an error."""
+  try:
+    return get_extractor(spec, **kwargs)
+  except MissingWeightsError as e:
+    if not allow_fallback:
+      raise
+    extractor = get_extractor(fallback, **(fallback_kwargs or {}))
+    path = kwargs.get("weights_path") or spec.partition(":")[2] or "no path given"
+    extractor.fallback_from = f"{spec} (weights missing: {path})"
+    message = (f"feature extractor {spec!r} unavailable ({str(e).splitlines()[0]}); FALLING BACK to "
+               f"{extractor.name!r}: its metrics are named with '_{extractor.name}', not FID")
+    logging.warning("%s", message)
+    print(f"[gen_metrics] {message}", flush=True)
+    return extractor

@@ -1,0 +1,115 @@
+"""One short run of every PrepNet schedule on a tiny phantom, plus the table and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from helpers import TINY_CT, load_config
+from prepnet_jax.train import prepnet
+
+
+def tiny_prepnet_config(rows, **overrides):
+  c = load_config("prepnet")
+  c.data.phantom_backend = "memory"
+  c.data.phantom_overrides = dict(TINY_CT)
+  c.data.datasets = ["phantom_ct/sars", "phantom_ct/ucsd"]
+  c.cov_train_sets = [["phantom_ct/sars"], ["phantom_ct/ucsd"]]
+  c.preprocess.image_size = 32
+  c.ae.width_multiplier = 0.0625
+  c.ae.depth = 3
+  c.e_img.name = c.e_cov.name = "small_cnn"
+  c.e_img.width_multiplier = c.e_cov.width_multiplier = 0.25
+  for k in c.epochs:
+    c.epochs[k] = 1
+  c.epochs.four_step = 2
+  c.batch_size = 64
+  c.diagnostics.origin_epochs = 1
+  c.diagnostics.origin_width = 0.25
+  c.rows = rows
+  c.baseline_row = rows[0]["name"]
+  for key, value in overrides.items():
+    c[key] = value
+  return c
+
+
+def _check_results(results: dict, keys=("sars", "ucsd")):
+  for key in keys:
+    for dataset in keys:
+      for split in ("train", "val", "test"):
+        m = results[key]["eval"][dataset][split]
+        assert 0.0 <= m["balanced_accuracy"] <= 1.0
+        assert np.asarray(m["confusion_matrix"]).sum() == m["n"] > 0
+
+
+@pytest.mark.parametrize("schedule", prepnet.SCHEDULES)
+def test_every_schedule_runs_one_step(tmp_path, schedule):
+  overrides = {"schedule": schedule}
+  if schedule == "diagnostic":
+    overrides["diagnostic_variant"] = "adv"
+  config = tiny_prepnet_config([dict(name=schedule, overrides=overrides)])
+  config.diagnostics.enabled = False
+  tables = prepnet.train_and_evaluate(config, str(tmp_path))
+  row = json.load(open(tmp_path / "rows" / prepnet.slug(schedule) / "seed_0" / "results.json"))
+  _check_results(row)
+  curves = row["_curves"]
+  if schedule == "none":
+    assert set(curves) == {"cov_sars", "cov_ucsd"}
+  if schedule in ("original", "joint"):
+    assert {"ae_warmup", "img_warmup", "adversarial"} <= set(curves)
+    assert np.isfinite(curves["adversarial"][0]["l_pseu"])
+  if schedule == "four_step":
+    assert len(curves["cov_sars"]) == 2  # growing batch curriculum: epochs 1 and 2
+  if schedule == "diagnostic":
+    assert any(k.startswith("diagnostic_adv") for k in curves)
+  assert np.isfinite(tables[schedule]["Within"]["mean"])
+
+
+def test_table_rows_seeds_diagnostics_and_resume(tmp_path, capsys):
+  rows = [dict(name="Original", overrides={"schedule": "none"}),
+          dict(name="PrepNet + gray + up", overrides={"upsample": True, "grayscale_cov": True})]
+  config = tiny_prepnet_config(rows, seeds=[0, 1])
+  tables = prepnet.train_and_evaluate(config, str(tmp_path))
+  text = capsys.readouterr().out
+  assert "| Method | Within |" in text and "PrepNet + gray + up" in text
+  reports = tmp_path / "reports"
+  assert (reports / "prepnet_table.md").exists() and (reports / "prepnet_results.json").exists()
+  diag = json.load(open(reports / "prepnet_gray_up" / "diagnostics.json"))
+  assert 0.0 <= diag["origin_raw"]["balanced_accuracy"] <= 1.0
+  assert diag["reconstruction"]["sars"]["psnr"] > 5.0
+  for name in ("before_after_sars.png", "before_after_ucsd.png", "intensity_histograms.png"):
+    assert (reports / "prepnet_gray_up" / name).stat().st_size > 1000
+  # Two seeds → mean ± std; the baseline's own delta is exactly zero.
+  assert len(tables["Original"]["Within"]["values"]) == 2
+  assert tables["Original"]["Cross_delta_pp"]["mean"] == 0.0
+  # Within/Cross follow the thesis definitions.
+  r = json.load(open(tmp_path / "rows" / "original" / "seed_0" / "results.json"))
+  within = np.mean([r["sars"]["eval"]["sars"]["test"]["balanced_accuracy"],
+                    r["ucsd"]["eval"]["ucsd"]["test"]["balanced_accuracy"]])
+  cross = np.mean([np.mean([r[a]["eval"][b][s]["balanced_accuracy"] for s in ("train", "val", "test")])
+                   for a, b in (("sars", "ucsd"), ("ucsd", "sars"))])
+  assert tables["Original"]["Within"]["values"][0] == pytest.approx(within)
+  assert tables["Original"]["Cross"]["values"][0] == pytest.approx(cross)
+  # Upsampling duplicated the smaller dataset for the AE/E_img training set.
+  assert prepnet.upsample_factors([300, 100, 60]) == [1, 3, 5]
+  # A rerun loads finished rows instead of retraining them.
+  again = prepnet.train_and_evaluate(config, str(tmp_path))
+  assert "finished earlier, results loaded" in capsys.readouterr().out
+  assert again["Original"]["Within"] == tables["Original"]["Within"]
+
+
+def test_phase_checkpoint_resume(tmp_path, capsys):
+  config = tiny_prepnet_config([dict(name="PrepNet", overrides={})])
+  config.diagnostics.enabled = False
+  prepnet.train_and_evaluate(config, str(tmp_path))
+  row_dir = tmp_path / "rows" / "prepnet" / "seed_0"
+  first = json.load(open(row_dir / "results.json"))
+  os.remove(row_dir / "results.json")  # as if killed after the last phase checkpoint
+  prepnet.train_and_evaluate(config, str(tmp_path))
+  out = capsys.readouterr().out
+  assert "resuming after phases" in out
+  second = json.load(open(row_dir / "results.json"))
+  assert second["sars"]["eval"]["ucsd"]["test"] == first["sars"]["eval"]["ucsd"]["test"]
