@@ -20,10 +20,10 @@ def get_config():
 
   c.data = ml_collections.ConfigDict()
   c.data.train = "phantom_ct/sars"
-  c.data.eval = ["phantom_ct/sars", "phantom_ct/ucsd", "phantom_ct/mosmed"]
+  c.data.eval = ("phantom_ct/sars", "phantom_ct/ucsd", "phantom_ct/mosmed")
   c.data.label_key = "label"
   c.data.num_classes = 2
-  c.data.class_names = ["non-COVID", "COVID"]
+  c.data.class_names = ("non-COVID", "COVID")
   c.data.balance = ()               # e.g. (1, 0.3): 30 % of every batch from class 1
   c.data.phantom_backend = "tfds"   # 'memory' generates the phantom on the fly (tests)
   c.data.phantom_seed = 0

@@ -22,11 +22,11 @@ def get_config():
   c = ml_collections.ConfigDict()
   c.task = "prepnet"
   c.seed = 0
-  c.seeds = [0]
+  c.seeds = (0,)
 
   base = classifier_config.get_config()
   c.data = base.data
-  c.data.datasets = ["phantom_ct/sars", "phantom_ct/ucsd", "phantom_ct/mosmed"]
+  c.data.datasets = ("phantom_ct/sars", "phantom_ct/ucsd", "phantom_ct/mosmed")
   del c.data["train"], c.data["eval"]
   c.preprocess = base.preprocess
   c.preprocess.grayscale = False   # PrepNet's grayscaling acts on the AE output (grayscale_cov)
@@ -37,10 +37,12 @@ def get_config():
       width_multiplier=0.125, depth=5, upsample="bilinear", out_activation="linear",
       pretrained_path="", pretrained_sha256=""))
   # Imaging-technology classifier E_img (K = number of datasets) and COVID classifier E_cov.
-  c.e_img = ml_collections.ConfigDict(dict(name="vgg19", width_multiplier=0.125, kwargs={},
-                                           pretrained_path="", pretrained_sha256=""))
-  c.e_cov = ml_collections.ConfigDict(dict(name="vgg19", width_multiplier=0.125, kwargs={},
-                                           pretrained_path="", pretrained_sha256=""))
+  # VGG19 as in the thesis; from scratch (no ImageNet weights offline) the BatchNorm variant
+  # with a global-average-pool head is what trains in a few CPU epochs.
+  vgg = dict(name="vgg19_bn", width_multiplier=0.125, kwargs={"head_type": "gap", "dropout_rate": 0.2},
+             pretrained_path="", pretrained_sha256="")
+  c.e_img = ml_collections.ConfigDict(vgg)
+  c.e_cov = ml_collections.ConfigDict(vgg)
   adamw = dict(name="adamw", learning_rate=1e-3, weight_decay=1e-2, schedule="constant")
   c.optim_ae = ml_collections.ConfigDict(adamw)
   c.optim_img = ml_collections.ConfigDict(adamw)
@@ -66,15 +68,15 @@ def get_config():
   c.diagnostic_train_img = False       # Exp. 6: does E_img keep training? (not stated)
   c.ae_pretrained_workdir = ""         # load a pre-trained AE instead of pretraining one
   # E_cov is trained on each of these groups in turn (Exp. 2 uses pairs).
-  c.cov_train_sets = [["phantom_ct/sars"], ["phantom_ct/ucsd"], ["phantom_ct/mosmed"]]
+  c.cov_train_sets = (("phantom_ct/sars",), ("phantom_ct/ucsd",), ("phantom_ct/mosmed",))
   c.batch_size = 32
 
-  c.rows = [
+  c.rows = (
       dict(name="Original", overrides={"schedule": "none"}),
       dict(name="Auto-encoder", overrides={"schedule": "ae_only"}),
       dict(name="PrepNet", overrides={}),
       dict(name="PrepNet + up-sampling + grayscaling", overrides={"upsample": True, "grayscale_cov": True}),
-  ]
+  )
   c.baseline_row = "Original"
 
   c.diagnostics = ml_collections.ConfigDict(dict(

@@ -2,7 +2,7 @@
 
   python main.py --config=configs/prepnet_exp1_reproduction.py --workdir=runs/prepnet_exp1_reproduction
 
-CPU-fast phantom sizes from configs/prepnet.py (add --config.seeds='[0,1,2]' for mean ± std);
+CPU-fast phantom sizes from configs/prepnet.py (add --config.seeds='(0,1,2)' for mean ± std);
 configs/prepnet_thesis.py holds the faithful 224×224 settings to combine with these rows.
 """
 
@@ -11,9 +11,9 @@ from configs import prepnet
 
 def get_config():
   c = prepnet.get_config()
-  c.rows = [dict(name="Original", overrides={"schedule": "none"}),
+  c.rows = (dict(name="Original", overrides={"schedule": "none"}),
       dict(name="Auto-encoder", overrides={"schedule": "ae_only"}),
       dict(name="PrepNet reproduction", overrides={}),
-      dict(name="Reproduction with pre-trained AE", overrides={"schedule": "pretrained_ae"})]
+      dict(name="Reproduction with pre-trained AE", overrides={"schedule": "pretrained_ae"}))
   c.baseline_row = "Original"
   return c

@@ -2,7 +2,7 @@
 
   python main.py --config=configs/prepnet_exp3_upsampling.py --workdir=runs/prepnet_exp3_upsampling
 
-CPU-fast phantom sizes from configs/prepnet.py (add --config.seeds='[0,1,2]' for mean ± std);
+CPU-fast phantom sizes from configs/prepnet.py (add --config.seeds='(0,1,2)' for mean ± std);
 configs/prepnet_thesis.py holds the faithful 224×224 settings to combine with these rows.
 """
 
@@ -11,7 +11,7 @@ from configs import prepnet
 
 def get_config():
   c = prepnet.get_config()
-  c.rows = [dict(name="PrepNet reproduction", overrides={}),
-      dict(name="+ up-sampling", overrides={"upsample": True})]
+  c.rows = (dict(name="PrepNet reproduction", overrides={}),
+      dict(name="+ up-sampling", overrides={"upsample": True}))
   c.baseline_row = "PrepNet reproduction"
   return c

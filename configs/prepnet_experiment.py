@@ -12,8 +12,8 @@ from configs import prepnet
 
 def get_config():
   c = prepnet.get_config()
-  c.seeds = [0, 1, 2]
-  c.rows = [
+  c.seeds = (0, 1, 2)
+  c.rows = (
       dict(name="Original", overrides={"schedule": "none"}),
       dict(name="Auto-encoder", overrides={"schedule": "ae_only"}),
       dict(name="PrepNet reproduction", overrides={}),
@@ -23,6 +23,6 @@ def get_config():
       dict(name="ResNet18 COVID classifier", overrides={"e_cov.name": "resnet18", "e_cov.width_multiplier": 0.25}),
       dict(name="Augmentation", overrides={"preprocess.augment.crop_resize": 72, "preprocess.augment.crop_margin": 2,
                                            "preprocess.augment.hflip": True}),
-  ]
+  )
   c.baseline_row = "Original"
   return c

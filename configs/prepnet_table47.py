@@ -2,7 +2,7 @@
 
   python main.py --config=configs/prepnet_table47.py --workdir=runs/prepnet_table47
 
-CPU-fast phantom sizes from configs/prepnet.py (add --config.seeds='[0,1,2]' for mean ± std);
+CPU-fast phantom sizes from configs/prepnet.py (add --config.seeds='(0,1,2)' for mean ± std);
 configs/prepnet_thesis.py holds the faithful 224×224 settings to combine with these rows.
 """
 
@@ -11,9 +11,9 @@ from configs import prepnet
 
 def get_config():
   c = prepnet.get_config()
-  c.rows = [dict(name="PrepNet reproduction", overrides={"schedule": "pretrained_ae"}),
+  c.rows = (dict(name="PrepNet reproduction", overrides={"schedule": "pretrained_ae"}),
       dict(name="ResNet18 COVID classifier", overrides={"schedule": "pretrained_ae", "e_cov.name": "resnet18", "e_cov.width_multiplier": 0.25}),
       dict(name="Augmentation", overrides={"schedule": "pretrained_ae", "preprocess.augment.crop_resize": 72, "preprocess.augment.crop_margin": 2, "preprocess.augment.hflip": True}),
-      dict(name="Grayscaling", overrides={"schedule": "pretrained_ae", "grayscale_cov": True})]
+      dict(name="Grayscaling", overrides={"schedule": "pretrained_ae", "grayscale_cov": True}))
   c.baseline_row = "PrepNet reproduction"
   return c

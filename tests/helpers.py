@@ -22,7 +22,7 @@ def tiny_classifier_config(**overrides):
   c = load_config("classifier")
   c.data.phantom_backend = "memory"
   c.data.phantom_overrides = dict(TINY_CT)
-  c.data.eval = ["phantom_ct/sars", "phantom_ct/ucsd"]
+  c.data.eval = ("phantom_ct/sars", "phantom_ct/ucsd")
   c.preprocess.image_size = 32
   c.model.name = "small_cnn"
   c.model.width_multiplier = 0.5

@@ -86,8 +86,12 @@ def test_sigkill_half_way_then_resume_matches_uninterrupted(tmp_path):
 
 
 def test_one_device_and_eight_devices_give_the_same_losses(tmp_path):
-  one = _run_cli(str(tmp_path / "one"), "--config.num_epochs=1")
-  eight = _run_cli(str(tmp_path / "eight"), "--config.num_epochs=1",
+  # SGD: the cross-device gradient sum is reordered, which changes the last float bits; Adam
+  # divides by sqrt(v) and turns those bits on near-zero gradients into lr-sized steps (a
+  # chaotic but legitimate divergence), while SGD keeps the two runs within float rounding.
+  sgd = ("--config.optim.name=sgd", "--config.optim.learning_rate=0.002", "--config.num_epochs=1")
+  one = _run_cli(str(tmp_path / "one"), *sgd)
+  eight = _run_cli(str(tmp_path / "eight"), *sgd,
                    env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
   assert one.returncode == 0, one.stdout + one.stderr
   assert eight.returncode == 0, eight.stdout + eight.stderr

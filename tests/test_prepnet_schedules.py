@@ -16,8 +16,8 @@ def tiny_prepnet_config(rows, **overrides):
   c = load_config("prepnet")
   c.data.phantom_backend = "memory"
   c.data.phantom_overrides = dict(TINY_CT)
-  c.data.datasets = ["phantom_ct/sars", "phantom_ct/ucsd"]
-  c.cov_train_sets = [["phantom_ct/sars"], ["phantom_ct/ucsd"]]
+  c.data.datasets = ("phantom_ct/sars", "phantom_ct/ucsd")
+  c.cov_train_sets = (("phantom_ct/sars",), ("phantom_ct/ucsd",))
   c.preprocess.image_size = 32
   c.ae.width_multiplier = 0.0625
   c.ae.depth = 3
@@ -29,7 +29,7 @@ def tiny_prepnet_config(rows, **overrides):
   c.batch_size = 64
   c.diagnostics.origin_epochs = 1
   c.diagnostics.origin_width = 0.25
-  c.rows = rows
+  c.rows = tuple(rows)
   c.baseline_row = rows[0]["name"]
   for key, value in overrides.items():
     c[key] = value
@@ -71,7 +71,7 @@ def test_every_schedule_runs_one_step(tmp_path, schedule):
 def test_table_rows_seeds_diagnostics_and_resume(tmp_path, capsys):
   rows = [dict(name="Original", overrides={"schedule": "none"}),
           dict(name="PrepNet + gray + up", overrides={"upsample": True, "grayscale_cov": True})]
-  config = tiny_prepnet_config(rows, seeds=[0, 1])
+  config = tiny_prepnet_config(rows, seeds=(0, 1))
   tables = prepnet.train_and_evaluate(config, str(tmp_path))
   text = capsys.readouterr().out
   assert "| Method | Within |" in text and "PrepNet + gray + up" in text

@@ -43,7 +43,7 @@ def _reconstruct_all(run, src) -> np.ndarray:
 
 
 def _to_unit(x: np.ndarray, value_range: str) -> np.ndarray:
-  return transforms.denormalize(x, value_range).astype(np.float32) / 255.0
+  return np.stack([transforms.denormalize(img, value_range) for img in x]).astype(np.float32) / 255.0
 
 
 def origin_classifier_accuracy(config, train_images, train_domains, test_images, test_domains, mesh,

@@ -1,0 +1,91 @@
+"""Real vs. + classical / + oversampled / + GAN-generated chest X-rays, over 3 seeds (seeds 001, 003, 004).
+
+  python main.py --config=configs/augment_experiment.py --workdir=runs/augment_experiment
+
+Trains per-class DCGANs on the COVIDx training split (only the classes that receive extra
+images: by default COVID, filled up to the non-COVID count), then the same classifier in four
+arms — real only, + classical (ImageDataGenerator preset B), + oversampling (seed 004's
+rebalancing control), + synthetic — for seeds 0, 1, 2, and evaluates each on the internal
+COVIDx test split and the external 'ulm' site (accuracy, per-class P/R/F1, AUC, mean ± std),
+with temperature scaling (NLL, 15-bin ECE, reliability diagrams) and Grad-CAM overlays.
+Reports: <workdir>/reports/augment_table.md, augment_results.json, reliability_*.png,
+gradcam_*.png. CPU default: small CNN ×0.25 at 32 px, 8 epochs, a 32-px DCGAN for 300 steps;
+measured ≈ MEASURE on 2 CPU cores.
+
+Options:
+- given generators: --config.generator.workdirs='("", "runs/dcgan")' (one workdir per class,
+  '' where no image is needed; e.g. configs/dcgan.py, configs/gan.py, configs/vae.py runs) or a
+  conditional one: --config.generator.conditional_workdir=runs/cgan;
+- N and the class mix: --config.extra.per_class='(0, 312)' (numbers per class; -1 = fill the
+  class up to the largest one; seed 004 added 10000 of each: '(10000, 10000)');
+- seed 004's leaky setup (generator trained on the external site):
+  --config.generator.data_source=phantom_cxr/ulm --config.generator.data_split=all
+  --config.generator.allow_eval_data=True (the report then opens with a leakage warning);
+- a paper's classifier recipe instead of the small CNN: configs/augment_experiment.py:<recipe>
+  with <recipe> one of cxr_deepcovid, cxr_resnet34, cxr_resnet50_onecycle, cxr_covidnet, ...
+  (its 'cpu' preset; head-only phases and early stopping carry over).
+"""
+
+import importlib
+
+import ml_collections
+
+from configs import classifier, dcgan
+
+
+def get_config(recipe=None):
+  if recipe:
+    c = importlib.import_module(f"configs.{recipe}").get_config()
+  else:
+    c = classifier.get_config()
+    c.data.class_names = ["non-COVID", "COVID"]
+    c.preprocess.image_size = 32
+    c.preprocess.channels = 3
+    c.preprocess.grayscale = True
+    c.preprocess.equalize = False
+    c.model.name = "small_cnn"
+    c.model.width_multiplier = 0.25
+    c.optim.learning_rate = 3e-3
+    c.batch_size = 32
+    c.num_epochs = 8
+    c.log_every = 50
+    c.data.train = "phantom_cxr/covidx"
+  c.task = "augment_experiment"
+  c.seeds = (0, 1, 2)
+  c.arms = ("none", "classical", "oversample", "synthetic")
+  c.data.phantom_backend = "memory"    # the phantom in memory (~20 s to generate; supports split 'all')
+  c.data.internal_split = "test"
+  c.data.external = "phantom_cxr/ulm"   # the external "local hospital" site, never trained on
+  c.data.external_split = "all"
+  c.data.eval = [c.data.train, c.data.external]
+
+  c.extra = ml_collections.ConfigDict()
+  c.extra.per_class = (0,) * (int(c.data.num_classes) - 1) + (-1,)  # COVID (last class) up to the largest class
+
+  c.classical = ml_collections.ConfigDict()
+  c.classical.preset = "B"              # classical_augment.PRESETS: 'A' (severe) or 'B' (mild, adopted)
+
+  c.generator = ml_collections.ConfigDict()
+  c.generator.workdirs = ()             # one generator workdir per class ('' = none needed)
+  c.generator.conditional_workdir = ""  # or one conditional generator (e.g. a CGAN run)
+  c.generator.step = -1                 # checkpoint to sample (-1 = latest)
+  c.generator.data_source = ""          # generators trained here: '' = data.train
+  c.generator.data_split = "train"
+  c.generator.allow_eval_data = False   # True: a generator may have seen evaluation patients
+  g = dcgan.get_config()
+  g.preprocess.image_size = 32
+  g.num_steps = 300
+  g.save_every = 300
+  g.sample_every = 100
+  g.log_every = 50
+  g.fd.num_fake = 200
+  c.generator.train = g                 # config of the generators trained here when none is given
+
+  c.calibration = ml_collections.ConfigDict()
+  c.calibration.num_bins = 15
+  c.gradcam = ml_collections.ConfigDict()
+  c.gradcam.num_images = 8
+  c.head_only_epochs = c.get("head_only_epochs", 0)
+  c.head_only_learning_rate = c.get("head_only_learning_rate", 1e-3)
+  c.early_stopping_patience = c.get("early_stopping_patience", 0)
+  return c

@@ -1,0 +1,67 @@
+"""ResNet50, 5 head-only epochs then 30 epochs of one-cycle (max lr 6e-3), Adam, batch 16 (seed 004).
+
+  python main.py --config=configs/cxr_resnet50_onecycle.py --workdir=runs/cxr_resnet50_onecycle
+  python main.py --config=configs/cxr_resnet50_onecycle.py:paper --workdir=runs/cxr_resnet50_onecycle_paper \
+    --config.model.pretrained_path=/path/resnet50_weights_tf_dim_ordering_tf_kernels.h5
+
+Task 'cxr_recipe' (prepnet_jax/train/cxr_recipes.py). Recipe (reference/cxr_papers.md §004.3):
+binary COVID-positive vs -negative, ImageNet ResNet50 with a new Linear(2048 → 2) + softmax,
+Adam (0.9, 0.999), no weight decay or dropout, batch 16. Phase 1 (`<workdir>/head_only`):
+5 epochs training only the new layer at a constant lr 1e-3. Phase 2 (`<workdir>/finetune`,
+started from phase 1's best state): every layer, 30 epochs of one-cycle with max lr 6e-3,
+div factor 6 (so it starts at the stated 1e-3), pct_start 0.25 and final div 1e4 (gaps, fastai
+defaults). Augmentation: horizontal flip and rotation ±5°. Gaps and departures: inputs use
+ImageNet statistics (the paper's COVIDx V8B mean/std are not published and there is no such
+preprocessing field); without a local ImageNet file the network starts from random weights.
+Data: COVIDx train, the COVIDx split for validation, and the 'ulm' site as the external
+"local hospital" test set. Paper (Ulm test): accuracy 89.49 %, COVID recall 76.36 %, precision
+90.32 %; with 20k synthetic images 92.49 / 95.45 / 84.00 % — that comparison is
+configs/augment_experiment.py:cxr_resnet50_onecycle.
+
+'cpu' (default): 64 px, width ×0.25, 2 + 6 epochs; measured ≈ MEASURE on 2 CPU cores.
+'paper': 224 px, width ×1, 5 + 30 epochs.
+"""
+
+from configs import classifier
+
+PRESETS = ("cpu", "paper")
+
+
+def get_config(preset=None):
+  preset = preset or "cpu"
+  if preset not in PRESETS:
+    raise ValueError(f"unknown preset {preset!r}; expected one of {PRESETS} (configs/<x>.py:<preset>)")
+  paper = preset == "paper"
+  c = classifier.get_config()
+  c.task = "cxr_recipe"
+  c.preset = preset
+  c.data.train = "phantom_cxr/covidx"
+  c.data.eval = ["phantom_cxr/covidx", "phantom_cxr/ulm"]
+  c.data.class_names = ["COVID-negative", "COVID-positive"]
+
+  c.preprocess.image_size = 224 if paper else 64
+  c.preprocess.channels = 3
+  c.preprocess.grayscale = True
+  c.preprocess.equalize = False
+  c.preprocess.value_range = "imagenet"
+  c.preprocess.augment.hflip = True
+  c.preprocess.augment.affine_degrees = 5.0
+
+  c.model.name = "resnet50"
+  c.model.width_multiplier = 1.0 if paper else 0.25
+  c.model.binary_single_logit = False
+
+  c.optim.name = "adam"
+  c.optim.learning_rate = 6e-3
+  c.optim.weight_decay = 0.0
+  c.optim.schedule = "onecycle"
+  c.optim.onecycle_pct_start = 0.25
+  c.optim.onecycle_div_factor = 6.0
+  c.optim.onecycle_final_div_factor = 1e4
+  c.batch_size = 16
+  c.num_epochs = 30 if paper else 6
+  c.head_only_epochs = 5 if paper else 2
+  c.head_only_learning_rate = 1e-3
+  c.early_stopping_patience = 0
+  c.select_metric = "accuracy"
+  return c
