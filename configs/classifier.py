@@ -2,11 +2,11 @@
 
   python main.py --config=configs/classifier.py --workdir=runs/classifier
 
-Trains a ResNet18 (width ×0.25, 64×64 input) on the 'sars' site of the phantom, selects the
+Trains a small CNN (width ×0.5, 64×64 input) on the 'sars' site of the phantom, selects the
 epoch by validation balanced accuracy and evaluates on train/val/test of every CT site
 (sars, ucsd, mosmed), so the cross-site gap is visible. About 2–4 minutes on 2 CPU cores.
 Expected: within-site test BA ≈ 0.9; the other sites clearly lower.
-Other settings: --config.model.name=vgg16_bn|resnet50|small_cnn|covidnet,
+Other settings: --config.model.name=resnet18|vgg16_bn|resnet50|covidnet,
 --config.data.label_key=label3 --config.data.num_classes=3 (normal/pneumonia/COVID).
 """
 
@@ -36,7 +36,9 @@ def get_config():
   c.preprocess.image_size = 64
   c.preprocess.channels = 3
   c.preprocess.grayscale = True
-  c.preprocess.equalize = True
+  # Histogram equalisation (the thesis pipeline) flattens the phantom's intensity cue of
+  # ground-glass opacities (val AUC 0.9 → 0.5 in a small CNN); off by default here.
+  c.preprocess.equalize = False
   c.preprocess.value_range = "imagenet"
   c.preprocess.ct_window = ()
   c.preprocess.resize_method = "bilinear"
@@ -45,8 +47,8 @@ def get_config():
       affine_scale=0.0, brightness=0.0, contrast=0.0))
 
   c.model = ml_collections.ConfigDict()
-  c.model.name = "resnet18"
-  c.model.width_multiplier = 0.25
+  c.model.name = "small_cnn"
+  c.model.width_multiplier = 0.5
   c.model.dropout_rate = 0.0
   c.model.binary_single_logit = True
   c.model.pretrained_path = ""      # local Keras .h5 / .npz / .safetensors (never downloaded)
@@ -61,8 +63,10 @@ def get_config():
       onecycle_final_div_factor=1e4, plateau_patience=3, plateau_factor=0.5, plateau_min_lr=0.0))
 
   c.batch_size = 32
-  c.num_epochs = 8
-  c.class_weights = "none"          # 'balanced', 'none' or a list like [1, 1, 6]
+  c.num_epochs = 10
+  # The sars site is 74 % positive: without weights the threshold-0.5 predictions are all
+  # "COVID" and balanced accuracy stays at 0.5 even when AUC is high.
+  c.class_weights = "balanced"      # 'balanced', 'none' or a list like (1, 1, 6)
   c.select_metric = "balanced_accuracy"
   c.log_every = 10
   c.checkpoint_every_epochs = 1

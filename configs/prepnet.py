@@ -70,6 +70,7 @@ def get_config():
   # E_cov is trained on each of these groups in turn (Exp. 2 uses pairs).
   c.cov_train_sets = (("phantom_ct/sars",), ("phantom_ct/ucsd",), ("phantom_ct/mosmed",))
   c.batch_size = 32
+  c.cov_class_weights = "balanced"     # E_cov loss weights: 'balanced' (sars is 74 % positive) or 'none'
 
   c.rows = (
       dict(name="Original", overrides={"schedule": "none"}),

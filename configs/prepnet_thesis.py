@@ -16,6 +16,8 @@ from configs import prepnet
 def get_config():
   c = prepnet.get_config()
   c.preprocess.image_size = 224
+  c.preprocess.equalize = True      # thesis §5.3: PIL equalize before ImageNet normalisation
+  c.cov_class_weights = "none"
   c.ae.width_multiplier = 1.0
   c.e_img.width_multiplier = 1.0
   c.e_cov.width_multiplier = 1.0

@@ -8,12 +8,16 @@ import time
 import jax
 import numpy as np
 from absl import logging
-from clu import metric_writers
 from PIL import Image
 
 
-def create_writer(workdir: str) -> metric_writers.MetricWriter:
-  """clu writer: TensorBoard event files (process 0) plus absl logging of scalars."""
+def create_writer(workdir: str):
+  """clu writer: TensorBoard event files (process 0) plus absl logging of scalars.
+
+  clu (and through it TensorFlow) is imported here, not at module level, so image helpers
+  below stay cheap to import for the prediction job and the web server.
+  """
+  from clu import metric_writers
   return metric_writers.create_default_writer(
       logdir=workdir, just_logging=jax.process_index() > 0, asynchronous=False)
 

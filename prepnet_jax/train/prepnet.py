@@ -327,6 +327,8 @@ class RowRun:
     it = self._batches(source, pre, 100 + salt)
     its = [self._batches(self.data.all_train, lambda e, r: e, 200 + salt + k) for k in range(3)]
     n_steps = pipeline.steps_per_epoch(source, self.bs)
+    cw = config.get("cov_class_weights", "none")
+    cw = None if cw == "none" else jnp.asarray(pipeline.class_weights(pipeline.column(source, "label"), 2, cw))
     n_epochs = n_epochs or int(config.epochs.cov)
     best = (-1.0, None, None, 0)
     eta = self.l
@@ -344,15 +346,17 @@ class RowRun:
       for _ in range(steps_this_epoch):
         batch = self._shard(next(it))
         if mode in ("frozen_ae", "none"):
-          cov, out = steps.cov_step(cov, ae, batch, gray=self.gray_cov)
+          cov, out = steps.cov_step(cov, ae, batch, gray=self.gray_cov, class_weights=cw)
         elif mode in ("joint", "four_step"):
           ae, cov, out = steps.joint_cov_step(ae, cov, batch, eta_rec=float(eta.eta_rec),
-                                              eta_cov=float(eta.eta_cov), rec=eta.rec, gray=self.gray_cov)
+                                              eta_cov=float(eta.eta_cov), rec=eta.rec, gray=self.gray_cov,
+                                              class_weights=cw)
         elif mode == "end_to_end":
           ae, cov, out = steps.e2e_step(ae, cov, self.img, self._shard(next(its[0])), batch,
                                         eta_rec=float(eta.eta_rec), eta_pseu=float(eta.eta_pseu),
                                         eta_cov=float(eta.eta_cov), sigma=float(eta.pseudo_sigma),
-                                        rec=eta.rec, target=eta.pseudo_target, gray=self.gray_cov)
+                                        rec=eta.rec, target=eta.pseudo_target, gray=self.gray_cov,
+                                        class_weights=cw)
         else:
           raise ValueError(f"unknown E_cov training mode {mode!r}")
         outs.append(out)
