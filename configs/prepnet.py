@@ -9,7 +9,7 @@ trained on each site in turn and evaluated on train/val/test of every site; the 
 table goes to stdout and reports/prepnet_table.md, the before/after grids, intensity
 histograms and the fresh dataset-origin classifier to reports/<row>/. One seed here;
 configs/prepnet_experiment.py runs the rows over 3 seeds (mean ± std).
-Small networks at 64×64 so it finishes in about 5–8 minutes on 2 CPU cores; the faithful
+Small networks at 48×48 so it finishes in about 5–8 minutes on 2 CPU cores; the faithful
 224×224 VGG16/VGG19 setting is configs/prepnet_thesis.py.
 """
 
@@ -30,11 +30,11 @@ def get_config():
   del c.data["train"], c.data["eval"]
   c.preprocess = base.preprocess
   c.preprocess.grayscale = False   # PrepNet's grayscaling acts on the AE output (grayscale_cov)
-  c.preprocess.image_size = 64
+  c.preprocess.image_size = 48
 
   # The U-Net auto-encoder (TernausNet UNet16, reference §2.1).
   c.ae = ml_collections.ConfigDict(dict(
-      width_multiplier=0.125, depth=5, upsample="bilinear", out_activation="linear",
+      width_multiplier=0.125, depth=4, upsample="bilinear", out_activation="linear",
       pretrained_path="", pretrained_sha256=""))
   # Imaging-technology classifier E_img (K = number of datasets) and COVID classifier E_cov.
   # VGG19 as in the thesis; from scratch (no ImageNet weights offline) the BatchNorm variant
@@ -58,7 +58,7 @@ def get_config():
   # Schedule (see prepnet_jax/train/prepnet.py) and epochs per phase (thesis: 20/2/50/30).
   c.schedule = "original"
   c.epochs = ml_collections.ConfigDict(dict(
-      ae_warmup=4, img_warmup=2, adversarial=4, cov=6, ae_pretrain=6, img_pretrain=3,
+      ae_warmup=3, img_warmup=2, adversarial=3, cov=5, ae_pretrain=6, img_pretrain=3,
       joint=6, four_step=8, end_to_end=6, diag_cov=4, diag_ae=3))
   c.adversarial_alternation = "epoch"  # 'epoch' (a full pass per step) or 'batch'
   c.upsample = False                   # Exp. 3: duplicate smaller datasets by round(max/n)
@@ -81,5 +81,5 @@ def get_config():
   c.baseline_row = "Original"
 
   c.diagnostics = ml_collections.ConfigDict(dict(
-      enabled=True, origin_model="small_cnn", origin_width=0.5, origin_epochs=4))
+      enabled=True, origin_model="small_cnn", origin_width=0.5, origin_epochs=3))
   return c

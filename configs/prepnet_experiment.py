@@ -21,7 +21,7 @@ def get_config():
       dict(name="+ grayscaling", overrides={"grayscale_cov": True}),
       dict(name="+ up-sampling + grayscaling", overrides={"upsample": True, "grayscale_cov": True}),
       dict(name="ResNet18 COVID classifier", overrides={"e_cov.name": "resnet18", "e_cov.width_multiplier": 0.25}),
-      dict(name="Augmentation", overrides={"preprocess.augment.crop_resize": 72, "preprocess.augment.crop_margin": 2,
+      dict(name="Augmentation", overrides={"preprocess.augment.crop_resize": 54, "preprocess.augment.crop_margin": 2,
                                            "preprocess.augment.hflip": True}),
   )
   c.baseline_row = "Original"

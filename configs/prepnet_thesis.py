@@ -19,6 +19,7 @@ def get_config():
   c.preprocess.equalize = True      # thesis §5.3: PIL equalize before ImageNet normalisation
   c.cov_class_weights = "none"
   c.ae.width_multiplier = 1.0
+  c.ae.depth = 5
   c.e_img.width_multiplier = 1.0
   c.e_cov.width_multiplier = 1.0
   for net in (c.e_img, c.e_cov):  # the thesis's plain VGG19 with the torchvision MLP head
