@@ -8,14 +8,14 @@ import os
 import numpy as np
 import pytest
 
-from helpers import TINY_CT, load_config
+from helpers import load_config
 from prepnet_jax.train import prepnet
 
 
 def tiny_prepnet_config(rows, **overrides):
   c = load_config("prepnet")
   c.data.phantom_backend = "memory"
-  c.data.phantom_overrides = dict(TINY_CT)
+  c.data.phantom_overrides = {"num_patients": 30, "image_size": 32}
   c.data.datasets = ("phantom_ct/sars", "phantom_ct/ucsd")
   c.cov_train_sets = (("phantom_ct/sars",), ("phantom_ct/ucsd",))
   c.preprocess.image_size = 32
@@ -26,7 +26,7 @@ def tiny_prepnet_config(rows, **overrides):
   for k in c.epochs:
     c.epochs[k] = 1
   c.epochs.four_step = 2
-  c.batch_size = 64
+  c.batch_size = 32
   c.diagnostics.origin_epochs = 1
   c.diagnostics.origin_width = 0.25
   c.rows = tuple(rows)

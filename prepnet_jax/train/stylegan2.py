@@ -16,6 +16,7 @@ the named feature extractor, an augmentation-leak check, a fixed-latent sample g
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -53,23 +54,23 @@ def preset_values(preset: str, resolution: int | None, num_devices: int) -> dict
   auto      StyleGAN2-ADA formulas of resolution and device count (γ = 0.0002·res²/mb, ...).
   """
   if preset == "small":
-    return dict(resolution=resolution or 32, batch_size=16, total_kimg=24.0, snapshot_kimg=4.0,
-                z_dim=64, w_dim=64, mapping_layers=2, channel_base=2048, channel_max=64,
+    return dict(resolution=resolution or 32, batch_size=16, total_kimg=12.0, snapshot_kimg=2.0,
+                checkpoint_kimg=1.0, z_dim=64, w_dim=64, mapping_layers=2, channel_base=1024, channel_max=32,
                 mbstd_group_size=4, lr=0.0025, r1_gamma=0.1, ema_kimg=5.0, ema_rampup=0.05)
   big = dict(z_dim=512, w_dim=512, channel_max=512)
   if preset == "low_shot":
     return dict(big, resolution=resolution or 256, batch_size=8, total_kimg=300.0, snapshot_kimg=40.0,
-                mapping_layers=2, channel_base=32768, mbstd_group_size=4, lr=0.002, r1_gamma=10.0,
+                checkpoint_kimg=10.0, mapping_layers=2, channel_base=32768, mbstd_group_size=4, lr=0.002, r1_gamma=10.0,
                 ema_kimg=10.0, ema_rampup=0.0)
   if preset == "paper256":
     return dict(big, resolution=resolution or 256, batch_size=64, total_kimg=25000.0,
-                snapshot_kimg=200.0, mapping_layers=8, channel_base=16384, mbstd_group_size=8,
+                snapshot_kimg=200.0, checkpoint_kimg=40.0, mapping_layers=8, channel_base=16384, mbstd_group_size=8,
                 lr=0.0025, r1_gamma=1.0, ema_kimg=20.0, ema_rampup=0.0)
   if preset == "auto":
     res = resolution or 256
     mb = max(min(num_devices * min(4096 // res, 32), 64), num_devices)
     return dict(big, resolution=res, batch_size=mb, total_kimg=25000.0, snapshot_kimg=200.0,
-                mapping_layers=2, channel_base=32768 if res >= 512 else 16384,
+                checkpoint_kimg=40.0, mapping_layers=2, channel_base=32768 if res >= 512 else 16384,
                 mbstd_group_size=min(mb // num_devices, 4), lr=0.002 if res >= 1024 else 0.0025,
                 r1_gamma=0.0002 * res**2 / mb, ema_kimg=mb * 10 / 32, ema_rampup=0.05)
   raise ValueError(f"unknown config.preset {preset!r}; expected one of {PRESETS}")
@@ -91,8 +92,11 @@ class Hparams:
   mbstd_group_size: int
   mbstd_num_channels: int
   batch_size: int
-  total_kimg: float
-  snapshot_kimg: float
+  # Run length and save intervals do not change the steps: left out of equality and hashing,
+  # so a resumed run with a longer schedule reuses the compiled steps.
+  total_kimg: float = dataclasses.field(compare=False)
+  snapshot_kimg: float = dataclasses.field(compare=False)
+  checkpoint_kimg: float = dataclasses.field(compare=False)
   lr: float
   betas: tuple[float, float]
   eps: float
@@ -139,7 +143,8 @@ def resolve_hparams(config, num_devices: int | None = None) -> Hparams:
       mbstd_group_size=int(pick(model, "mbstd_group_size")),
       mbstd_num_channels=int(model.mbstd_num_channels),
       batch_size=int(pick(train, "batch_size")), total_kimg=float(pick(train, "total_kimg")),
-      snapshot_kimg=float(pick(train, "snapshot_kimg")), lr=float(pick(train, "lr")),
+      snapshot_kimg=float(pick(train, "snapshot_kimg")),
+      checkpoint_kimg=float(pick(train, "checkpoint_kimg")), lr=float(pick(train, "lr")),
       betas=(float(train.adam_beta1), float(train.adam_beta2)), eps=float(train.adam_eps),
       r1_gamma=float(pick(train, "r1_gamma")), d_reg_interval=int(train.d_reg_interval),
       pl_weight=float(train.pl_weight), pl_decay=float(train.pl_decay),
@@ -170,7 +175,13 @@ def build_models(hp: Hparams) -> tuple[sg2.Generator, sg2.Discriminator]:
 
 def make_optimizer(hp: Hparams, reg_interval: int | None) -> optax.GradientTransformation:
   lr, beta1, beta2 = losses.lazy_regularization_adam(hp.lr, *hp.betas, reg_interval)
-  return optax.adam(lr, b1=beta1, b2=beta2, eps=hp.eps)
+  return _adam(lr, beta1, beta2, hp.eps)
+
+
+@functools.lru_cache(maxsize=None)
+def _adam(lr: float, beta1: float, beta2: float, eps: float) -> optax.GradientTransformation:
+  """One object per setting, so equal Setups hash equal and reuse compiled steps."""
+  return optax.adam(lr, b1=beta1, b2=beta2, eps=eps)
 
 
 # --- state and static setup ------------------------------------------------------------------------
@@ -212,7 +223,9 @@ def make_setup(hp: Hparams, augment: diffaugment.DiffAugment, mesh=None) -> Setu
                sharding.data_sharding(mesh) if mesh is not None else None)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1))
 def create_state(setup: Setup, seed: int) -> StyleGAN2State:
+  """Fresh G, D, G_ema (a copy of G), Adam states and RNG; jitted (eager init is slow on CPU)."""
   hp = setup.hp
   g_key, d_key, rng = jax.random.split(jax.random.PRNGKey(seed), 3)
   z = jnp.zeros((2, hp.z_dim), jnp.float32)
@@ -222,7 +235,7 @@ def create_state(setup: Setup, seed: int) -> StyleGAN2State:
   d_params = setup.discriminator.init(d_key, images, c)["params"]
   return StyleGAN2State(
       step=jnp.zeros((), jnp.int32), g_params=g_vars["params"], g_buffers=g_vars["buffers"],
-      d_params=d_params, g_ema_params=jax.tree_util.tree_map(jnp.copy, g_vars["params"]),
+      d_params=d_params, g_ema_params=g_vars["params"],
       g_opt_state=setup.g_tx.init(g_vars["params"]), d_opt_state=setup.d_tx.init(d_params),
       pl_mean=jnp.zeros((), jnp.float32), rng=rng)
 
@@ -454,8 +467,21 @@ class Snapshotter:
     self.reals_uint8 = logging_utils.to_uint8(reals.column("image")[np.sort(pick)], (-1.0, 1.0))
     key = jax.random.PRNGKey(int(eval_cfg.latent_seed))
     self.grid_key, self.metric_key = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
+    self.dataset = f"{config.data.source}:{config.data.split}:class_filter={config.data.get('class_filter')}"
     self.extractor = None
     self.real_leaks = diffaugment.leak_fractions(self.reals_uint8, setup.augment) if eval_cfg.leak_check else {}
+
+  def get_extractor(self):
+    """The named feature extractor (built once); 'randinit' sees images at `extractor_image_size`."""
+    if self.extractor is None:
+      from prepnet_jax.eval import gen_metrics
+      spec, eval_cfg = self.config.eval.extractor, self.config.eval
+      kwargs = {}
+      if spec == "randinit":
+        kwargs = dict(seed=int(eval_cfg.extractor_seed),
+                      image_size=int(eval_cfg.extractor_image_size) or self.setup.hp.resolution)
+      self.extractor = gen_metrics.get_extractor(spec, **kwargs)
+    return self.extractor
 
   def load_history(self, kimg: float) -> list[dict]:
     """History up to `kimg` (entries from after the restored checkpoint are dropped)."""
@@ -473,10 +499,10 @@ class Snapshotter:
     if int(eval_cfg.num_generated) > 0:
       fakes = generate_uint8(self.setup, state, self.metric_key, int(eval_cfg.num_generated), self.labels,
                              float(eval_cfg.truncation_psi))
-      if self.extractor is None:
-        self.extractor = gen_metrics.get_extractor(eval_cfg.extractor, image_size=hp.resolution,
-                                                   seed=int(eval_cfg.extractor_seed))
-      record.update(gen_metrics.evaluate(self.reals_uint8, fakes, self.extractor))
+      records = gen_metrics.evaluate(self.reals_uint8, fakes, self.get_extractor(),
+                                     dataset=self.dataset, metrics=tuple(eval_cfg.metrics))
+      record.update(gen_metrics.as_scalars(records))
+      record["records"] = records
       if eval_cfg.leak_check:
         record.update({f"fake_{k}": v for k, v in diffaugment.leak_fractions(fakes, self.setup.augment).items()})
         record.update({f"real_{k}": v for k, v in self.real_leaks.items()})
@@ -491,7 +517,8 @@ class Snapshotter:
     if jax.process_index() == 0:
       with open(self.history_path, "w") as f:
         json.dump(history, f, indent=2, default=str)
-    shown = ", ".join(f"{k}={v:.4g}" for k, v in numbers.items() if k not in ("nimg", "step"))
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in numbers.items()
+                      if k not in ("nimg", "step") and not k.endswith(("_std", "_noise_floor")))
     print(f"[stylegan2] snapshot {shown}", flush=True)
     return record
 
@@ -539,6 +566,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   history = snapshot.load_history(start * hp.batch_size / 1000.0)
   total_steps = int(math.ceil(hp.total_kimg * 1000 / hp.batch_size))
   snapshot_steps = max(1, int(round(hp.snapshot_kimg * 1000 / hp.batch_size)))
+  checkpoint_steps = max(1, int(round(hp.checkpoint_kimg * 1000 / hp.batch_size)))
   log_every = int(config.train.log_every_steps)
   if start == 0 and not history:
     snapshot(state, history)
@@ -558,8 +586,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
       scalars["kimg"] = done * hp.batch_size / 1000.0
       writer.write_scalars(done * hp.batch_size, {f"train/{k}": v for k, v in scalars.items()})
       progress(done, scalars, hp.batch_size)
-    if done % snapshot_steps == 0 or done == total_steps:
+    is_snapshot = done % snapshot_steps == 0 or done == total_steps
+    if is_snapshot:
       snapshot(state, history)
+    if is_snapshot or done % checkpoint_steps == 0:
       ckpt.save(done, jax.device_get(state), {
           "kimg": done * hp.batch_size / 1000.0, "nimg": done * hp.batch_size,
           "data_iterator": iterator.get_state(), "hparams": hparams_meta})
