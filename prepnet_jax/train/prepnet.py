@@ -371,7 +371,9 @@ class RowRun:
         scalars[f"cross_val_ba_{self.data.names[d]}"] = jnp.asarray(
             self.evaluate_split(ae, cov, d, "val")["balanced_accuracy"])
       self._log(f"cov_{key}", epoch, scalars)
-      if val["balanced_accuracy"] > best[0]:
+      # Ties (e.g. every epoch at BA 0.5 on a tiny validation split) keep the later, more trained
+      # epoch rather than the untrained first one.
+      if val["balanced_accuracy"] >= best[0]:
         best = (val["balanced_accuracy"], jax.device_get(ae) if ae is not None else None, jax.device_get(cov), epoch)
     best_ae = sharding.replicate(best[1], self.mesh) if best[1] is not None else None
     self.cov_states[key] = (best_ae, sharding.replicate(best[2], self.mesh))
