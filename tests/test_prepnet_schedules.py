@@ -22,6 +22,7 @@ def tiny_prepnet_config(rows, **overrides):
   c.ae.width_multiplier = 0.0625
   c.ae.depth = 3
   c.e_img.name = c.e_cov.name = "small_cnn"
+  c.e_img.kwargs = c.e_cov.kwargs = {}
   c.e_img.width_multiplier = c.e_cov.width_multiplier = 0.25
   for k in c.epochs:
     c.epochs[k] = 1
@@ -77,11 +78,12 @@ def test_table_rows_seeds_diagnostics_and_resume(tmp_path, capsys):
   assert "| Method | Within |" in text and "PrepNet + gray + up" in text
   reports = tmp_path / "reports"
   assert (reports / "prepnet_table.md").exists() and (reports / "prepnet_results.json").exists()
-  diag = json.load(open(reports / "prepnet_gray_up" / "diagnostics.json"))
+  row_reports = reports / prepnet.slug("PrepNet + gray + up")
+  diag = json.load(open(row_reports / "diagnostics.json"))
   assert 0.0 <= diag["origin_raw"]["balanced_accuracy"] <= 1.0
   assert diag["reconstruction"]["sars"]["psnr"] > 5.0
   for name in ("before_after_sars.png", "before_after_ucsd.png", "intensity_histograms.png"):
-    assert (reports / "prepnet_gray_up" / name).stat().st_size > 1000
+    assert (row_reports / name).stat().st_size > 1000
   # Two seeds → mean ± std; the baseline's own delta is exactly zero.
   assert len(tables["Original"]["Within"]["values"]) == 2
   assert tables["Original"]["Cross_delta_pp"]["mean"] == 0.0
