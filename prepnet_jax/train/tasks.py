@@ -18,6 +18,7 @@ TASKS = {
     "sample": "prepnet_jax.train.sample",
     "gen_metrics": "prepnet_jax.eval.gen_metrics_job",
     "augment_experiment": "prepnet_jax.train.augment_experiment",
+    "cxr_recipe": "prepnet_jax.train.cxr_recipes",
     "predict": "prepnet_jax.train.predict",
     "serve": "prepnet_jax.serve.app",
 }
