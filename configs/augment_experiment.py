@@ -10,7 +10,12 @@ COVIDx test split and the external 'ulm' site (accuracy, per-class P/R/F1, AUC, 
 with temperature scaling (NLL, 15-bin ECE, reliability diagrams) and Grad-CAM overlays.
 Reports: <workdir>/reports/augment_table.md, augment_results.json, reliability_*.png,
 gradcam_*.png. CPU default: small CNN ×0.25 at 32 px, 8 epochs, a 32-px DCGAN for 300 steps;
-measured ≈ MEASURE on 2 CPU cores.
+222 s of CPU time (8.5 min wall on a 2-core machine shared with other jobs, of which it got
+43 %). Measured: internal accuracy 0.88–0.91 in every arm; COVID recall 0.70 ± 0.20 (none),
+0.67 ± 0.12 (classical), 0.70 ± 0.00 (oversample), 0.77 ± 0.06 (synthetic) — the internal test
+split holds 10 COVID images, so no difference is beyond noise; on the external site every arm
+calls almost every image COVID (accuracy ≈ 0.33, AUC 0.48–0.61): no arm fixes the site shift,
+and a temperature fitted on COVIDx validation logits does not help there.
 
 Options:
 - given generators: --config.generator.workdirs='("", "runs/dcgan")' (one workdir per class,
@@ -57,7 +62,6 @@ def get_config(recipe=None):
   c.data.internal_split = "test"
   c.data.external = "phantom_cxr/ulm"   # the external "local hospital" site, never trained on
   c.data.external_split = "all"
-  c.data.eval = [c.data.train, c.data.external]
 
   c.extra = ml_collections.ConfigDict()
   c.extra.per_class = (0,) * (int(c.data.num_classes) - 1) + (-1,)  # COVID (last class) up to the largest class
@@ -79,7 +83,7 @@ def get_config(recipe=None):
   g.sample_every = 100
   g.log_every = 50
   g.fd.num_fake = 200
-  c.generator.train = g                 # config of the generators trained here when none is given
+  c.generator.train = g                 # generators trained here when none is given (a gan, vae or vaegan config)
 
   c.calibration = ml_collections.ConfigDict()
   c.calibration.num_bins = 15

@@ -18,7 +18,11 @@ Data: COVIDx train, the COVIDx split for validation, and the 'ulm' site as the e
 90.32 %; with 20k synthetic images 92.49 / 95.45 / 84.00 % — that comparison is
 configs/augment_experiment.py:cxr_resnet50_onecycle.
 
-'cpu' (default): 64 px, width ×0.25, 2 + 6 epochs; measured ≈ MEASURE on 2 CPU cores.
+'cpu' (default): 64 px, width ×0.25, 2 + 6 epochs; 94 s of CPU time (5 min wall on a shared
+2-core machine). Measured (random init): COVIDx test accuracy 0.93, COVID recall 0.80,
+precision 0.89, AUC 0.89; on the external 'ulm' site every image is called COVID (test
+accuracy 0.20 = its COVID share), consistent with a learned source shortcut (the phantom's
+COVIDx COVID images come from other sources than its negatives).
 'paper': 224 px, width ×1, 5 + 30 epochs.
 """
 

@@ -29,7 +29,10 @@ DEFAULT_TFDS_DIR = os.path.join(os.path.expanduser("~"), "tensorflow_datasets")
 
 
 def _freeze(d: dict | None) -> tuple:
-  return tuple(sorted((d or {}).items()))
+  """Hashable form of the phantom overrides (JSON round trips turn tuples into lists)."""
+  def hashable(v):
+    return tuple(hashable(x) for x in v) if isinstance(v, (list, tuple)) else v
+  return tuple(sorted((k, hashable(v)) for k, v in (d or {}).items()))
 
 
 @functools.lru_cache(maxsize=16)
@@ -98,7 +101,9 @@ def get_source(ref: str, split: str, data_cfg: Any = None):
       raise ValueError(f"data.phantom_backend must be 'memory' or 'tfds', got {backend!r}")
     from prepnet_jax.data import phantom
     phantom.prepare_tfds(tfds_dir, configs=(modality,))
-    return _tfds_source("chest_phantom", f"{site}_{split}", tfds_dir, None, config=modality)
+    parts = splits.SPLITS if split == "all" else (split,)
+    sources = [_tfds_source("chest_phantom", f"{site}_{p}", tfds_dir, None, config=modality) for p in parts]
+    return sources[0] if len(sources) == 1 else pipeline.ConcatSource(sources, domains=[0] * len(sources))
   if ref.startswith("folder:"):
     from prepnet_jax.data.image_folder import ImageFolderSource
     root = ref[len("folder:"):]
