@@ -103,7 +103,10 @@ def get_source(ref: str, split: str, data_cfg: Any = None):
     phantom.prepare_tfds(tfds_dir, configs=(modality,))
     parts = splits.SPLITS if split == "all" else (split,)
     sources = [_tfds_source("chest_phantom", f"{site}_{p}", tfds_dir, None, config=modality) for p in parts]
-    return sources[0] if len(sources) == 1 else pipeline.ConcatSource(sources, domains=[0] * len(sources))
+    if len(sources) == 1:
+      return sources[0]
+    domain = int(phantom.CT_SITES.index(site) if modality == "ct" else phantom.CXR_SITES.index(site))
+    return pipeline.ConcatSource(sources, domains=[domain] * len(sources))
   if ref.startswith("folder:"):
     from prepnet_jax.data.image_folder import ImageFolderSource
     root = ref[len("folder:"):]
