@@ -25,9 +25,9 @@ def get_config(preset=None):
   if c.preset == "thesis":
     c.sample_every = 100
   else:
-    c.model.width_multiplier = 0.5
+    c.model.width_multiplier = 0.25
     c.g_optim.learning_rate = c.d_optim.learning_rate = 5e-4
-    c.num_steps = 300
+    c.num_steps = 200
     c.sample_every = 50
     c.save_every = 100
   return c

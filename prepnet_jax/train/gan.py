@@ -38,19 +38,24 @@ class GANState:
   rng: jax.Array
 
 
-def create_state(config, rng: jax.Array) -> GANState:
+def state_initializer(config):
+  """fn(rng) → a fresh `GANState`; the modules and optimizers are built once, so every state it
+  makes shares their (static) apply functions and jitted steps compile once per config."""
   size, channels = int(config.preprocess.image_size), int(config.preprocess.channels)
-  num_classes = int(config.model.num_classes)
   g_model = gan_models.build_generator(config.model, size, channels)
   d_model = gan_models.build_discriminator(config.model)
-  labels = jnp.zeros((1,), jnp.int32) if num_classes else None
-  g_rng, d_rng, rng = jax.random.split(rng, 3)
-  generator = gen_common.create_net(g_model, optimizers.make_optimizer(config.g_optim), g_rng,
-                                    jnp.zeros((1, int(config.model.latent_dim))), labels)
-  critic = gen_common.create_net(d_model, optimizers.make_optimizer(config.d_optim), d_rng,
-                                 jnp.zeros((1, size, size, channels)), labels)
-  ema = generator.params if float(config.ema_decay) > 0 else {}
-  return GANState(step=jnp.zeros((), jnp.int32), generator=generator, critic=critic, ema_params=ema, rng=rng)
+  g_tx, d_tx = optimizers.make_optimizer(config.g_optim), optimizers.make_optimizer(config.d_optim)
+  labels = jnp.zeros((1,), jnp.int32) if int(config.model.num_classes) else None
+  latent_dim, keep_ema = int(config.model.latent_dim), float(config.ema_decay) > 0
+
+  def init(rng: jax.Array) -> GANState:
+    g_rng, d_rng, rng = jax.random.split(rng, 3)
+    generator = gen_common.create_net(g_model, g_tx, g_rng, jnp.zeros((1, latent_dim)), labels)
+    critic = gen_common.create_net(d_model, d_tx, d_rng, jnp.zeros((1, size, size, channels)), labels)
+    return GANState(step=jnp.zeros((), jnp.int32), generator=generator, critic=critic,
+                    ema_params=generator.params if keep_ema else {}, rng=rng)
+
+  return init
 
 
 def _apply(net: Net, params, inputs, labels, train: bool, rng=None):
@@ -116,16 +121,16 @@ def generator_step(state: GANState, batch_size: int, rng, *, loss: str, g_loss: 
 def train_step(state: GANState, batch: dict, *, loss: str, g_loss: str, n_critic: int, latent_dim: int,
                num_classes: int, clip_value: float, gp_weight: float, ema_decay: float, mesh):
   """n_critic critic updates (one real batch each: batch['image'] is (B, n_critic, S, S, C)),
-  then one generator update and the EMA."""
-  rng, step_rng = jax.random.split(state.rng)
-  keys = jax.random.split(step_rng, n_critic + 1)
+  then one generator update and the EMA. The critic loop is unrolled: XLA:CPU runs convolutions
+  inside a `lax.scan` body several times slower."""
+  rng, critic_rng, g_rng = jax.random.split(state.rng, 3)
   metrics = {}
-  for i in range(n_critic):
-    critic, metrics = critic_step(state, batch["image"][:, i], batch["label"][:, i], keys[i], loss=loss,
+  for i, key in enumerate(jax.random.split(critic_rng, n_critic)):
+    critic, metrics = critic_step(state, batch["image"][:, i], batch["label"][:, i], key, loss=loss,
                                   latent_dim=latent_dim, conditional=bool(num_classes),
                                   clip_value=clip_value, gp_weight=gp_weight, mesh=mesh)
     state = state.replace(critic=critic)
-  generator, g_metrics = generator_step(state, batch["image"].shape[0], keys[-1], loss=loss, g_loss=g_loss,
+  generator, g_metrics = generator_step(state, batch["image"].shape[0], g_rng, loss=loss, g_loss=g_loss,
                                         latent_dim=latent_dim, num_classes=num_classes, mesh=mesh)
   ema = state.ema_params
   if ema_decay > 0:
@@ -150,11 +155,11 @@ def make_family(config, mesh) -> gen_common.Family:
       num_classes=num_classes, clip_value=float(config.clip_value), gp_weight=float(config.gp_weight),
       ema_decay=float(config.ema_decay), mesh=mesh)
   return gen_common.Family(
-      name=config.model.kind, init_state=create_state, train_step=jax.jit(step, donate_argnums=0),
+      name=config.model.kind, init_state=jax.jit(state_initializer(config)), train_step=jax.jit(step, donate_argnums=0),
       generate=jax.jit(functools.partial(generate, conditional=bool(num_classes))),
       latent_dim=int(config.model.latent_dim), num_classes=num_classes, batches_per_step=n_critic)
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
   mesh = sharding.make_mesh()
-  return gen_common.fit(config, workdir, make_family(config, mesh), mesh)
+  return gen_common.fit(config, workdir, gen_common.cached_family(make_family, config, mesh), mesh)

@@ -27,6 +27,7 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
+from jax.experimental import multihost_utils
 
 from prepnet_jax.data import datasets, pipeline, transforms
 from prepnet_jax.train import checkpointing, checks, logging_utils, sharding
@@ -80,19 +81,35 @@ def with_data_sharding(x: jax.Array, mesh) -> jax.Array:
 class Family:
   """What `fit` needs from a generative family.
 
-  init_state(config, rng) -> state (a pytree with a `step` field);
+  init_state(rng) -> a fresh state (a pytree with a `step` field);
   train_step(state, batch) -> (state, scalars), jitted; batch['image'] is
     (B, batches_per_step, S, S, C) in [−1, 1] and batch['label'] (B, batches_per_step);
   generate(state, z, labels) -> images in [−1, 1], jitted;
   latent_dim and num_classes (0 = unconditional) of the generator.
   """
   name: str
-  init_state: Callable[[Any, jax.Array], Any]
+  init_state: Callable[[jax.Array], Any]
   train_step: Callable[[Any, dict], tuple[Any, dict]]
   generate: Callable[[Any, jax.Array, jax.Array], jax.Array]
   latent_dim: int
   num_classes: int = 0
   batches_per_step: int = 1
+
+
+# Config fields that change what runs, not what is compiled (data, schedule, metrics).
+LOOP_FIELDS = ("seed", "preset", "data", "batch_size", "num_steps", "sample_every", "save_every", "log_every",
+               "num_grid_images", "keep_checkpoints", "resume_step", "resume_workdir", "fd")
+_FAMILIES: dict = {}
+
+
+def cached_family(make_family: Callable[[Any, Any], Family], config, mesh) -> Family:
+  """`make_family(config, mesh)`, reused for configs that differ only in `LOOP_FIELDS`, so a
+  resumed run or repeated sampling in one process does not recompile its steps."""
+  graph = {k: v for k, v in config.to_dict().items() if k not in LOOP_FIELDS}
+  key = (make_family.__module__, json.dumps(graph, sort_keys=True, default=str), mesh)
+  if key not in _FAMILIES:
+    _FAMILIES[key] = make_family(config, mesh)
+  return _FAMILIES[key]
 
 
 # --- data ----------------------------------------------------------------------------------------
@@ -138,7 +155,7 @@ def check_image_range(images: np.ndarray, config) -> None:
     raise ValueError(f"training images are {images.dtype} {images.shape[1:]}, expected float32 "
                      f"({size}, {size}, {channels}) from config.preprocess")
   lo, hi = float(images.min()), float(images.max())
-  if lo < -1.0 - 1e-5 or hi > 1.0 + 1e-5:
+  if not (-1.0 - 1e-5 <= lo and hi <= 1.0 + 1e-5):
     raise ValueError(f"training images span [{lo:.3f}, {hi:.3f}], expected [-1, 1]; set "
                      f"config.preprocess.value_range='symmetric' (got {config.preprocess.value_range!r})")
 
@@ -156,23 +173,31 @@ def latents(seed: int, num: int, latent_dim: int) -> np.ndarray:
 
 def generate_images(family: Family, state, z: np.ndarray, labels: np.ndarray, mesh,
                     batch_size: int = 256) -> np.ndarray:
-  """Images for latents `z` (and `labels`), in device-sized chunks; float32 in [−1, 1]."""
-  step = -(-batch_size // mesh.devices.size) * mesh.devices.size
+  """Images for latents `z` (and `labels`), in chunks split over the devices; float32 in [−1, 1].
+
+  Every process passes the same `z`; `device_put` keeps each process's shards and the result is
+  gathered back to every process.
+  """
+  devices = mesh.devices.size
+  chunk = -(-batch_size // devices) * devices
+  data = sharding.data_sharding(mesh)
   out = []
-  for start in range(0, len(z), step):
-    zb, lb = z[start:start + step], labels[start:start + step]
+  for start in range(0, len(z), chunk):
+    zb, lb = z[start:start + chunk], labels[start:start + chunk]
     valid = len(zb)
-    pad = (-valid) % mesh.devices.size
-    zb = np.concatenate([zb, np.zeros((pad, zb.shape[1]), zb.dtype)])
-    lb = np.concatenate([lb, np.zeros((pad,), lb.dtype)])
-    batch = sharding.shard_batch({"z": zb, "label": lb}, mesh)
-    out.append(np.asarray(jax.device_get(family.generate(state, batch["z"], batch["label"])))[:valid])
+    pad = (-valid) % devices
+    zb = jax.device_put(np.concatenate([zb, np.zeros((pad, zb.shape[1]), zb.dtype)]), data)
+    lb = jax.device_put(np.concatenate([lb, np.zeros((pad,), lb.dtype)]).astype(np.int32), data)
+    images = multihost_utils.process_allgather(family.generate(state, zb, lb), tiled=True)
+    out.append(np.asarray(images)[:valid])
   return np.concatenate(out)
 
 
-def grid_labels(num: int, num_classes: int) -> np.ndarray:
-  """Labels of a sample grid: classes in turn (one class per column of a K-column grid)."""
-  return (np.arange(num) % num_classes if num_classes else np.zeros(num)).astype(np.int32)
+def grid_labels(num: int, num_classes: int, ncols: int = 1) -> np.ndarray:
+  """Labels of `num` samples: classes in turn, one class per row of an `ncols`-wide grid."""
+  if not num_classes:
+    return np.zeros(num, np.int32)
+  return ((np.arange(num) // ncols) % num_classes).astype(np.int32)
 
 
 def save_sample_grid(writer, workdir: str, step: int, images: np.ndarray, ncols: int) -> str:
@@ -284,12 +309,14 @@ def fit(config, workdir: str, family: Family, mesh) -> dict:
   real_images, real_labels = real.arrays["image"], real.arrays["label"]
   fraction = float(config.data.get("balance_fraction", 0.0))
   balance = ("label", 1, fraction) if fraction else None
-  dataset = pipeline.train_dataset(train_source, train_pre, batch_size * k, seed=int(config.seed), balance=balance)
-  print(f"[{family.name}] {config.model.kind} on {config.data.source}:{config.data.split} "
+  if len(train_source) < batch_size:  # tiny per-class sets: repeat them (the thesis samples with replacement)
+    train_source = pipeline.ConcatSource([train_source], repeats=[-(-batch_size // len(train_source))])
+  dataset = pipeline.train_dataset(train_source, train_pre, batch_size, seed=int(config.seed), balance=balance)
+  print(f"[{family.name}] on {config.data.source}:{config.data.split} "
         f"({len(real_images)} images, labels {np.bincount(real_labels).tolist()}), "
         f"{real_images.shape[1]}², {jax.device_count()} device(s)", flush=True)
 
-  state = family.init_state(config, jax.random.key(int(config.seed)))
+  state = family.init_state(jax.random.key(int(config.seed)))
   ckpt = open_checkpointer(workdir, config)
   state, meta, how = restore_or_start(config, workdir, ckpt, state)
   print(f"[{family.name}] {how}", flush=True)
@@ -299,8 +326,9 @@ def fit(config, workdir: str, family: Family, mesh) -> dict:
 
   num_steps = int(config.num_steps)
   num_grid = int(config.num_grid_images)
-  ncols = family.num_classes if family.num_classes else int(np.ceil(np.sqrt(num_grid)))
-  grid_z, grid_y = latents(int(config.seed) + 1, num_grid, family.latent_dim), grid_labels(num_grid, family.num_classes)
+  ncols = int(np.ceil(np.sqrt(num_grid)))
+  grid_z = latents(int(config.seed) + 1, num_grid, family.latent_dim)
+  grid_y = grid_labels(num_grid, family.num_classes, ncols)
   fd_enabled = bool(config.fd.enabled)
   real_u8 = to_uint8(real_images[:int(config.fd.num_real)] if int(config.fd.num_real) > 0 else real_images)
   fd_name, fd_hook = make_metric_hook(config, real_u8) if fd_enabled else ("", None)
@@ -312,7 +340,7 @@ def fit(config, workdir: str, family: Family, mesh) -> dict:
     if fd_enabled and not any(r["step"] == step for r in fd_history):
       record = fd_hook(to_uint8(generate_images(family, state, fd_z, fd_y, mesh)), step)
       fd_history.append(record)
-      writer.write_scalars(step, {k: v for k, v in record.items() if k not in ("step", "records")})
+      writer.write_scalars(step, {name: v for name, v in record.items() if name not in ("step", "records")})
       print(f"[{family.name}] step {step}: {fd_name}={record[fd_name]:.4g} (noise floor "
             f"{record.get(fd_name + '_noise_floor', float('nan')):.4g}; N_real={len(real_u8)}, N_gen={num_fake})",
             flush=True)
@@ -327,8 +355,8 @@ def fit(config, workdir: str, family: Family, mesh) -> dict:
   progress = logging_utils.Progress(num_steps, int(config.log_every), family.name, first_step=start)
   t0 = time.time()
   for step in range(start + 1, num_steps + 1):
-    batch = next(iterator)
-    batch = {key: _group(batch[key], k) for key in ("image", "label")}
+    batches = [next(iterator) for _ in range(k)]  # k independent batches: (B, k, ...)
+    batch = {key: np.stack([b[key] for b in batches], axis=1) for key in ("image", "label")}
     state, scalars = family.train_step(state, sharding.shard_batch(batch, mesh))
     is_save = step % int(config.save_every) == 0 or step == num_steps
     if step % int(config.log_every) == 0 or is_save:
@@ -349,9 +377,3 @@ def fit(config, workdir: str, family: Family, mesh) -> dict:
   _write_json(os.path.join(workdir, "reports", "summary.json"), summary)
   writer.flush()
   return {"fd_history": fd_history, "state": state}
-
-
-def _group(array: np.ndarray, k: int) -> np.ndarray:
-  """(k·B, ...) → (B, k, ...): k independent batches per step, still split along B."""
-  array = np.asarray(array)
-  return np.swapaxes(array.reshape((k, array.shape[0] // k) + array.shape[1:]), 0, 1)

@@ -25,8 +25,8 @@ def load_generator(workdir: str, step: int | None = None):
   if config.task not in FAMILY_MODULES:
     raise ValueError(f"{workdir}/config.json has task={config.task!r}; sampling needs one of {sorted(FAMILY_MODULES)}")
   mesh = sharding.make_mesh()
-  family = importlib.import_module(FAMILY_MODULES[config.task]).make_family(config, mesh)
-  abstract = jax.eval_shape(lambda: family.init_state(config, jax.random.key(0)))
+  family = gen_common.cached_family(importlib.import_module(FAMILY_MODULES[config.task]).make_family, config, mesh)
+  abstract = jax.eval_shape(family.init_state, jax.random.key(0))
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), None)
   state, _ = ckpt.restore(abstract, step)
   return family, sharding.replicate(state, mesh), config, int(jax.device_get(state.step))

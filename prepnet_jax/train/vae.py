@@ -28,13 +28,18 @@ class VAEState:
   rng: jax.Array
 
 
-def create_state(config, rng: jax.Array) -> VAEState:
+def state_initializer(config):
+  """fn(rng) → a fresh `VAEState` (model and optimizer built once, see gan.state_initializer)."""
   size, channels = int(config.preprocess.image_size), int(config.preprocess.channels)
   model = vae_models.build_vae(config.model, size, channels)
-  init_rng, noise_rng, rng = jax.random.split(rng, 3)
-  vae = gen_common.create_net(model, optimizers.make_optimizer(config.optim), init_rng,
-                              jnp.zeros((1, size, size, channels)), noise_rng)
-  return VAEState(step=jnp.zeros((), jnp.int32), vae=vae, rng=rng)
+  tx = optimizers.make_optimizer(config.optim)
+
+  def init(rng: jax.Array) -> VAEState:
+    init_rng, noise_rng, rng = jax.random.split(rng, 3)
+    vae = gen_common.create_net(model, tx, init_rng, jnp.zeros((1, size, size, channels)), noise_rng)
+    return VAEState(step=jnp.zeros((), jnp.int32), vae=vae, rng=rng)
+
+  return init
 
 
 def train_step(state: VAEState, batch: dict, *, recon_loss: str, kl_weight: float):
@@ -62,11 +67,11 @@ def generate(state: VAEState, z: jax.Array, labels: jax.Array) -> jax.Array:
 def make_family(config, mesh) -> gen_common.Family:
   del mesh  # the step draws its noise inside the model, already shaped like the sharded batch
   step = functools.partial(train_step, recon_loss=config.model.recon_loss, kl_weight=float(config.kl_weight))
-  return gen_common.Family(name=config.model.kind, init_state=create_state,
+  return gen_common.Family(name=config.model.kind, init_state=jax.jit(state_initializer(config)),
                            train_step=jax.jit(step, donate_argnums=0), generate=jax.jit(generate),
                            latent_dim=int(config.model.latent_dim))
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
   mesh = sharding.make_mesh()
-  return gen_common.fit(config, workdir, make_family(config, mesh), mesh)
+  return gen_common.fit(config, workdir, gen_common.cached_family(make_family, config, mesh), mesh)

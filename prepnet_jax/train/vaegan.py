@@ -37,18 +37,22 @@ class VAEGANState:
   rng: jax.Array
 
 
-def create_state(config, rng: jax.Array) -> VAEGANState:
+def state_initializer(config):
+  """fn(rng) → a fresh `VAEGANState` (modules and optimizers built once, see gan.state_initializer)."""
   size, channels = int(config.preprocess.image_size), int(config.preprocess.channels)
   encoder, decoder, discriminator = vaegan_models.build_vaegan(config.model, size, channels)
-  k_enc, k_dec, k_dis, rng = jax.random.split(rng, 4)
-  images = jnp.zeros((1, size, size, channels))
-  return VAEGANState(
-      step=jnp.zeros((), jnp.int32),
-      encoder=gen_common.create_net(encoder, optimizers.make_optimizer(config.optim), k_enc, images),
-      decoder=gen_common.create_net(decoder, optimizers.make_optimizer(config.optim), k_dec,
-                                    jnp.zeros((1, int(config.model.latent_dim)))),
-      discriminator=gen_common.create_net(discriminator, optimizers.make_optimizer(config.d_optim), k_dis, images),
-      rng=rng)
+  enc_tx, dec_tx = optimizers.make_optimizer(config.optim), optimizers.make_optimizer(config.optim)
+  dis_tx = optimizers.make_optimizer(config.d_optim)
+  images, z = jnp.zeros((1, size, size, channels)), jnp.zeros((1, int(config.model.latent_dim)))
+
+  def init(rng: jax.Array) -> VAEGANState:
+    k_enc, k_dec, k_dis, rng = jax.random.split(rng, 4)
+    return VAEGANState(step=jnp.zeros((), jnp.int32),
+                       encoder=gen_common.create_net(encoder, enc_tx, k_enc, images),
+                       decoder=gen_common.create_net(decoder, dec_tx, k_dec, z),
+                       discriminator=gen_common.create_net(discriminator, dis_tx, k_dis, images), rng=rng)
+
+  return init
 
 
 def _forward(state: VAEGANState, params, x, k_noise, z_prior, *, kl_weight, feature_weight, recon_weight):
@@ -121,10 +125,10 @@ def make_family(config, mesh) -> gen_common.Family:
       feature_weight=float(config.feature_weight), recon_weight=float(config.recon_weight),
       gating=bool(config.equilibrium_gating), equilibrium=float(config.equilibrium), margin=float(config.margin),
       mesh=mesh)
-  return gen_common.Family(name="vaegan", init_state=create_state, train_step=jax.jit(step, donate_argnums=0),
+  return gen_common.Family(name="vaegan", init_state=jax.jit(state_initializer(config)), train_step=jax.jit(step, donate_argnums=0),
                            generate=jax.jit(generate), latent_dim=int(config.model.latent_dim))
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
   mesh = sharding.make_mesh()
-  return gen_common.fit(config, workdir, make_family(config, mesh), mesh)
+  return gen_common.fit(config, workdir, gen_common.cached_family(make_family, config, mesh), mesh)
