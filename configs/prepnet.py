@@ -9,7 +9,8 @@ trained on each site in turn and evaluated on train/val/test of every site; the 
 table goes to stdout and reports/prepnet_table.md, the before/after grids, intensity
 histograms and the fresh dataset-origin classifier to reports/<row>/. One seed here;
 configs/prepnet_experiment.py runs the rows over 3 seeds (mean ± std).
-Small networks at 48×48 so it finishes in about 5–8 minutes on 2 CPU cores; the faithful
+Small networks at 48×48 (the 64×64 version took 16 CPU-minutes; this one is sized to fit ~10 minutes
+on 2 idle cores, not re-measured on an idle machine); the faithful
 224×224 VGG16/VGG19 setting is configs/prepnet_thesis.py.
 """
 
