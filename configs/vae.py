@@ -7,7 +7,7 @@ fully-connected one (S²→400→20, sigmoid + BCE): --config.model.kind=vae_fc
 
 Loss: reconstruction (per-image sum; 'mse' = ½ Σ (x − x̂)² with a tanh decoder, 'bce' = BCE of
 a sigmoid decoder against (x + 1)/2) + kl_weight · KL(q(z|x) ‖ N(0, I)).
-CPU-fast default: vae_conv at 64×64, width ×0.5, z 128, 'bce', Adam 1e-3, 400 iterations of
+CPU-fast default: vae_conv at 64×64, width ×0.25, z 128, 'bce', Adam 1e-3, 400 iterations of
 batch 32, about 1 min on 2 CPU cores; expected fd_randinit ≈ 125 → ≈ 25.
 Thesis settings: --config=configs/vae.py:thesis (width ×1, z 512, 'mse', Adam 1e-4, batch 64,
 10000 iterations). Seed 003's per-class fine-tuning: train with --config.data.class_filter=[]
@@ -26,7 +26,7 @@ def get_config(preset=None):
       kind="vae_conv",              # 'vae_conv' | 'vae_fc'
       latent_dim=512 if thesis else 128,
       recon_loss="mse" if thesis else "bce",
-      width_multiplier=1.0 if thesis else 0.5,
+      width_multiplier=1.0 if thesis else 0.25,
       conv_filters=(32, 64, 128, 256, 512),
       conv_kernel=5,
       fc_hidden=400,

@@ -36,7 +36,7 @@ def get_config(preset=None):
   c.equilibrium = 0.68
   c.margin = 0.35
   if not thesis:
-    c.num_steps = 300
+    c.num_steps = 200
     c.sample_every = 50
     c.save_every = 100
   return c

@@ -300,7 +300,7 @@ def _write_json(path: str, payload: dict) -> None:
 # --- the loop ------------------------------------------------------------------------------------
 
 def fit(config, workdir: str, family: Family, mesh) -> dict:
-  """Trains `family` to `config.num_steps` with auto-resume; returns the Fréchet history."""
+  """Trains `family` to `config.num_steps` with auto-resume; returns {"fd_history", "state"}."""
   writer = logging_utils.create_writer(workdir)
   write_config(config, workdir)
   batch_size, k = int(config.batch_size), family.batches_per_step
