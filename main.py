@@ -8,6 +8,7 @@ is locked, so a mistyped field is an error.
 from __future__ import annotations
 
 import json
+import logging as std_logging
 import os
 
 from absl import app, flags, logging
@@ -19,9 +20,17 @@ config_flags.DEFINE_config_file("config", None, "ml-collections config file.", l
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+class _QuietOrbax(std_logging.Filter):
+  """Drops orbax's INFO chatter (dozens of lines per checkpoint save); its warnings stay."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.get_absl_handler().addFilter(_QuietOrbax())
   # TF is only used for TFDS preparation and TensorBoard files: keep it off any GPU JAX needs.
   import tensorflow as tf
   tf.config.set_visible_devices([], "GPU")

@@ -16,6 +16,9 @@ from configs import prepnet
 def get_config():
   c = prepnet.get_config()
   c.preprocess.image_size = 224
+  c.data.phantom_overrides = {}    # the default phantom sizes (real datasets replace them anyway)
+  c.preprocess.augment.hflip = False  # no E_cov augmentation in the reproduced schedule
+  c.preprocess.augment.affine_degrees = c.preprocess.augment.affine_translate = c.preprocess.augment.affine_scale = 0.0
   c.preprocess.equalize = True      # thesis §5.3: PIL equalize before ImageNet normalisation
   c.cov_class_weights = "none"
   c.ae.width_multiplier = 1.0

@@ -115,3 +115,55 @@ def test_phase_checkpoint_resume(tmp_path, capsys):
   assert "resuming after phases" in out
   second = json.load(open(row_dir / "results.json"))
   assert second["sars"]["eval"]["ucsd"]["test"] == first["sars"]["eval"]["ucsd"]["test"]
+
+
+def test_a_new_e_cov_reuses_the_compiled_step():
+  """Every row, seed and E_cov training set builds a fresh E_cov; its module and optimizer are
+  static parts of the jitted step's input, so they must be the same objects or every new
+  network compiles the step again (~10 s each on CPU)."""
+  import jax
+  import jax.numpy as jnp
+  from prepnet_jax.train import prepnet_steps
+
+  config = tiny_prepnet_config([dict(name="Original", overrides={"schedule": "none"})])
+  make = lambda seed: prepnet.make_classifier_state(config, config.e_cov, 1, jax.random.key(seed), 3,
+                                                    config.optim_cov)
+  first, second = make(0), make(1)
+  assert first.tx is second.tx and first.apply_fn == second.apply_fn
+  assert not np.allclose(jax.tree.leaves(first.params)[0], jax.tree.leaves(second.params)[0])
+  batch = {"image": jnp.zeros((4, 32, 32, 3)), "label": jnp.array([0, 1, 0, 1])}
+  prepnet_steps.cov_step(first, None, batch)
+  compiled = prepnet_steps.cov_step._cache_size()
+  prepnet_steps.cov_step(second, None, batch)
+  assert prepnet_steps.cov_step._cache_size() == compiled
+
+
+def test_rows_share_identical_ae_phases_and_only_those(tmp_path, capsys):
+  """PrepNet's AE warm-up is the Auto-encoder row's whole AE training, and '+ grayscaling' differs
+  from PrepNet only after the AE phases: those phases run once. Up-sampling changes the AE's data,
+  so that row trains its own."""
+  rows = [dict(name="Auto-encoder", overrides={"schedule": "ae_only"}),
+          dict(name="PrepNet", overrides={}),
+          dict(name="PrepNet + gray", overrides={"grayscale_cov": True}),
+          dict(name="PrepNet + up", overrides={"upsample": True})]
+  config = tiny_prepnet_config(rows)
+  config.diagnostics.enabled = False
+  prepnet.train_and_evaluate(config, str(tmp_path))
+  out = capsys.readouterr().out
+  reused = [line for line in out.splitlines() if "reused the identical phase" in line]
+  gray = f"[prepnet {prepnet.slug('PrepNet + gray')}/s0"
+  assert [line.split("]")[0] for line in reused] == ["[prepnet prepnet/s0"] + [gray] * 3, reused
+  curves = {r: json.load(open(tmp_path / "rows" / prepnet.slug(r) / "seed_0" / "results.json"))["_curves"]
+            for r in ("Auto-encoder", "PrepNet", "PrepNet + gray", "PrepNet + up")}
+  assert curves["PrepNet"]["ae_warmup"] == curves["Auto-encoder"]["ae_warmup"]
+  assert curves["PrepNet + gray"]["adversarial"] == curves["PrepNet"]["adversarial"]
+  assert curves["PrepNet + up"]["ae_warmup"] != curves["PrepNet"]["ae_warmup"]
+  # A fresh run of the PrepNet row alone trains the same AE: reuse changes no number.
+  alone = tiny_prepnet_config([rows[1]])
+  alone.diagnostics.enabled = False
+  prepnet.train_and_evaluate(alone, str(tmp_path / "alone"))
+  solo = json.load(open(tmp_path / "alone" / "rows" / "prepnet" / "seed_0" / "results.json"))
+  shared = json.load(open(tmp_path / "rows" / "prepnet" / "seed_0" / "results.json"))
+  assert solo["_curves"]["adversarial"] == shared["_curves"]["adversarial"]
+  assert solo["sars"]["eval"]["ucsd"]["test"]["balanced_accuracy"] == \
+      shared["sars"]["eval"]["ucsd"]["test"]["balanced_accuracy"]

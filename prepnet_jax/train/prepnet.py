@@ -31,6 +31,8 @@ skips finished phases and finished rows.
 from __future__ import annotations
 
 import copy
+import functools
+import hashlib
 import json
 import os
 import time
@@ -77,6 +79,8 @@ class Data:
     self.repeats = upsample_factors(sizes) if config.upsample else [1] * len(sizes)
     self.all_train = pipeline.ConcatSource([self.splits[(d, "train")] for d in range(len(self.refs))],
                                            domains=list(range(len(self.refs))), repeats=self.repeats)
+    self.origin_raw_cache: dict[tuple, dict] = {}  # see prepnet_diagnostics.run_all
+    self._val: dict[tuple, pipeline.ConcatSource] = {}
 
   def cov_train(self, members: list[int], config):
     """E_cov training data: the train splits of `members` (up-sampled if config.upsample)."""
@@ -90,7 +94,11 @@ class Data:
             lambda ex, rng: ex)
 
   def val(self, members: list[int]):
-    return pipeline.ConcatSource([self.splits[(d, "val")] for d in members], domains=members)
+    """The validation splits of `members` (one object per set, so its AE outputs can be cached)."""
+    key = tuple(members)
+    if key not in self._val:
+      self._val[key] = pipeline.ConcatSource([self.splits[(d, "val")] for d in members], domains=members)
+    return self._val[key]
 
 
 def upsample_factors(sizes: list[int]) -> list[int]:
@@ -106,12 +114,33 @@ def _sample_input(config):
   return jnp.zeros((1, s, s, c), jnp.float32)
 
 
+def _key(cfg) -> str:
+  return json.dumps(cfg.to_dict() if hasattr(cfg, "to_dict") else cfg, sort_keys=True, default=str)
+
+
+# The jitted steps take the states as arguments, and a state's module and optimizer are static
+# (hashed) fields: building them once per distinct setting lets every seed, row and E_cov
+# training set reuse the compiled steps instead of compiling them again (~10 s each on CPU).
+@functools.lru_cache(maxsize=32)
+def _ae_parts(ae_key: str, channels: int, optim_key: str, steps_per_epoch: int):
+  ae_cfg, optim_cfg = json.loads(ae_key), ml_collections.ConfigDict(json.loads(optim_key))
+  model = UNetVGG16AE(width_multiplier=float(ae_cfg["width_multiplier"]), depth=int(ae_cfg["depth"]),
+                      upsample=ae_cfg["upsample"], out_channels=channels,
+                      out_activation=ae_cfg["out_activation"])
+  return model, optimizers.make_optimizer(optim_cfg, steps_per_epoch, steps_per_epoch)
+
+
+@functools.lru_cache(maxsize=32)
+def _classifier_parts(net_key: str, num_outputs: int, optim_key: str, steps_per_epoch: int):
+  net_cfg, optim_cfg = json.loads(net_key), ml_collections.ConfigDict(json.loads(optim_key))
+  model = models.get_classifier(net_cfg["name"], num_outputs, width_multiplier=float(net_cfg["width_multiplier"]),
+                                **dict(net_cfg.get("kwargs", {}) or {}))
+  return model, optimizers.make_optimizer(optim_cfg, steps_per_epoch, steps_per_epoch)
+
+
 def make_ae_state(config, rng, steps_per_epoch: int) -> ModelState:
   ae_cfg = config.ae
-  model = UNetVGG16AE(width_multiplier=float(ae_cfg.width_multiplier), depth=int(ae_cfg.depth),
-                      upsample=ae_cfg.upsample, out_channels=int(config.preprocess.channels),
-                      out_activation=ae_cfg.out_activation)
-  tx = optimizers.make_optimizer(config.optim_ae, steps_per_epoch, steps_per_epoch)
+  model, tx = _ae_parts(_key(ae_cfg), int(config.preprocess.channels), _key(config.optim_ae), int(steps_per_epoch))
   state = create_model_state(model, tx, rng, _sample_input(config))
   if ae_cfg.get("pretrained_path", ""):
     variables = models.load_pretrained("unet_vgg16", state.variables, ae_cfg.pretrained_path,
@@ -121,9 +150,7 @@ def make_ae_state(config, rng, steps_per_epoch: int) -> ModelState:
 
 
 def make_classifier_state(config, net_cfg, num_outputs: int, rng, steps_per_epoch: int, optim_cfg) -> ModelState:
-  model = models.get_classifier(net_cfg.name, num_outputs, width_multiplier=float(net_cfg.width_multiplier),
-                                **dict(net_cfg.get("kwargs", {}) or {}))
-  tx = optimizers.make_optimizer(optim_cfg, steps_per_epoch, steps_per_epoch)
+  model, tx = _classifier_parts(_key(net_cfg), int(num_outputs), _key(optim_cfg), int(steps_per_epoch))
   state = create_model_state(model, tx, rng, _sample_input(config))
   if net_cfg.get("pretrained_path", ""):
     variables = models.load_pretrained(net_cfg.name, state.variables, net_cfg.pretrained_path,
@@ -158,6 +185,8 @@ class RowRun:
     self.img = sharding.replicate(make_classifier_state(config, config.e_img, len(data.refs), r_img,
                                                         self.steps_all, config.optim_img), mesh)
     self.cov_states: dict[str, tuple] = {}
+    self.shared_phases: list[str] = []
+    self._recon_cache: tuple = (None, {})
     logging.info("row %s: %d AE/E_img training examples (repeats %s)", label, n_all, data.repeats)
 
   # -- bookkeeping
@@ -165,16 +194,43 @@ class RowRun:
     return {"ae": jax.device_get(self.ae), "img": jax.device_get(self.img),
             "cov": {k: jax.device_get(v) for k, v in self.cov_states.items()}}
 
-  def _phase(self, name: str, fn) -> None:
-    """Runs `fn` unless a checkpoint says it finished; checkpoints right after it."""
+  def _phase(self, name: str, fn, shared: bool = False) -> None:
+    """Runs `fn` unless a checkpoint says it finished; checkpoints right after it.
+
+    `shared` marks the AE/E_img phases before E_cov: rows that differ only in E_cov settings
+    (grayscaling, the classifier, augmentation, the schedule's later phases) get bit-identical
+    AE and E_img states from them, so the states after each such phase are stored once per
+    (phase sequence, AE-side config) under the job's shared dir and reused by later rows.
+    """
     self.phase_index += 1
+    if shared:
+      self.shared_phases.append(name)
     if name in self.meta["done"]:
       return
     t0 = time.time()
-    fn()
+    cache = self._shared_phase_cache() if shared else None
+    if cache is not None and cache.latest_step() is not None:
+      tree, meta = cache.restore({"ae": jax.device_get(self.ae), "img": jax.device_get(self.img)})
+      self.ae, self.img = sharding.replicate(tree["ae"], self.mesh), sharding.replicate(tree["img"], self.mesh)
+      self.meta["curves"].update(meta.get("curves", {}))
+      print(f"[prepnet {self.label}] {name}: reused the identical phase of an earlier row "
+            f"({os.path.basename(cache.directory)})", flush=True)
+    else:
+      curves_before = set(self.meta["curves"])
+      fn()
+      if cache is not None:
+        new_curves = {k: v for k, v in self.meta["curves"].items() if k not in curves_before}
+        cache.save(1, {"ae": jax.device_get(self.ae), "img": jax.device_get(self.img)}, {"curves": new_curves})
     self.meta["done"].append(name)
     self.meta.setdefault("phase_seconds", {})[name] = round(time.time() - t0, 2)
     self.ckpt.save(self.phase_index, self._state_tree(), self.meta)
+
+  def _shared_phase_cache(self) -> checkpointing.Checkpointer | None:
+    shared_dir = self.config.get("_shared_dir", "")
+    if not shared_dir:
+      return None
+    name = "+".join(self.shared_phases) + "_" + ae_side_hash(self.config)
+    return checkpointing.Checkpointer(os.path.join(shared_dir, "phases", name), 1)
 
   def try_resume(self, cov_template) -> None:
     if self.ckpt.latest_step() is None:
@@ -304,12 +360,29 @@ class RowRun:
     return metrics_lib.classification_metrics(src.column("label"), _sigmoid(logits[:, 0]), ["non-COVID", "COVID"])
 
   def cov_logits(self, ae, cov, src) -> np.ndarray:
-    out = []
+    """E_cov logits of every example of `src`, each image passed through `ae` first (if any)."""
     bs = _round_up(self.bs, self.mesh.devices.size)
+    if ae is not None:  # cov(AE(x)) == cov applied to the cached AE(x): reconstruct once per AE state
+      src, ae = self._reconstructions(ae, src, bs), None
+    out = []
     for batch, valid in pipeline.eval_batches(src, lambda e, r: e, bs):
       images = self._shard({"image": batch["image"]})["image"]
       out.append(np.asarray(steps.cov_logits(cov, ae, images, gray=self.gray_cov))[:valid])
     return np.concatenate(out)
+
+  def _reconstructions(self, ae, src, bs: int) -> pipeline.ArraySource:
+    """AE outputs of an evaluation source, cached while the same (immutable) AE state is used:
+    E_cov is validated on 1 + K−1 splits every epoch and evaluated on all splits at the end."""
+    if self._recon_cache[0] is not ae:
+      self._recon_cache = (ae, {})  # holding the state and the source keeps their ids unique
+    cache = self._recon_cache[1]
+    if id(src) not in cache:
+      out = []
+      for batch, valid in pipeline.eval_batches(src, lambda e, r: e, bs):
+        images = self._shard({"image": batch["image"]})["image"]
+        out.append(np.asarray(steps.reconstruct(ae, images))[:valid])
+      cache[id(src)] = (src, pipeline.ArraySource({"image": np.concatenate(out)}))
+    return cache[id(src)][1]
 
   def train_cov(self, key: str, members: list[int], salt: int, mode: str = "frozen_ae",
                 n_epochs: int | None = None) -> None:
@@ -374,8 +447,12 @@ class RowRun:
       # Ties (e.g. every epoch at BA 0.5 on a tiny validation split) keep the later, more trained
       # epoch rather than the untrained first one.
       if val["balanced_accuracy"] >= best[0]:
-        best = (val["balanced_accuracy"], jax.device_get(ae) if ae is not None else None, jax.device_get(cov), epoch)
-    best_ae = sharding.replicate(best[1], self.mesh) if best[1] is not None else None
+        keep_ae = ae is not None and mode != "frozen_ae"
+        best = (val["balanced_accuracy"], jax.device_get(ae) if keep_ae else None, jax.device_get(cov), epoch)
+    if mode == "frozen_ae":  # the AE never changed: keep the very state, so its outputs stay cached
+      best_ae = ae
+    else:
+      best_ae = sharding.replicate(best[1], self.mesh) if best[1] is not None else None
     self.cov_states[key] = (best_ae, sharding.replicate(best[2], self.mesh))
     self.meta.setdefault("best_epochs", {})[key] = best[3]
 
@@ -383,7 +460,7 @@ class RowRun:
   def pretrained_ae(self) -> None:
     """Replaces phase 1 by a pre-trained AE: loaded from a workdir, or pretrained once and cached."""
     src = self.config.get("ae_pretrained_workdir", "")
-    cache = src or os.path.join(self.config.get("_shared_dir", self.workdir), f"ae_pretrained_seed{self.seed}")
+    cache = src or os.path.join(self.config.get("_shared_dir", self.workdir), f"ae_pretrained_{ae_side_hash(self.config)}")
     ckpt = checkpointing.Checkpointer(os.path.join(cache, "checkpoints"), 1)
     if ckpt.latest_step() is None:
       if src:
@@ -409,12 +486,13 @@ class RowRun:
       if uses_pretrained:
         self._phase("ae_pretrained", self.pretrained_ae)
       else:
-        self._phase("ae_warmup", lambda: self.ae_rec_epochs("ae_warmup", int(e.ae_warmup), 1))
+        self._phase("ae_warmup", lambda: self.ae_rec_epochs("ae_warmup", int(e.ae_warmup), 1), shared=True)
     if schedule in ("original", "pretrained_ae", "joint"):
-      self._phase("img_warmup", lambda: self.img_epochs("img_warmup", int(e.img_warmup), 2))
-      self._phase("adversarial", lambda: self.adversarial_epochs(int(e.adversarial)))
+      self._phase("img_warmup", lambda: self.img_epochs("img_warmup", int(e.img_warmup), 2), shared=True)
+      self._phase("adversarial", lambda: self.adversarial_epochs(int(e.adversarial)), shared=True)
     if schedule in ("end_to_end", "diagnostic", "four_step"):
-      self._phase("img_warmup", lambda: self.img_epochs("img_warmup", int(e.img_pretrain), 2))
+      self._phase("img_warmup_pretrain", lambda: self.img_epochs("img_warmup", int(e.img_pretrain), 2),
+                  shared=True)
     mode = {"none": "none", "joint": "joint", "end_to_end": "end_to_end", "four_step": "four_step"}.get(
         schedule, "frozen_ae")
     n_cov = {"joint": e.joint, "end_to_end": e.end_to_end, "four_step": e.four_step,
@@ -452,6 +530,24 @@ def _round_up(n: int, m: int) -> int:
 
 
 # --- rows × seeds ----------------------------------------------------------------------------------
+
+# Config fields that only affect E_cov (or bookkeeping): everything else can change the AE or E_img.
+_COV_ONLY_FIELDS = ("e_cov", "optim_cov", "grayscale_cov", "cov_train_sets", "cov_class_weights", "diagnostics",
+                    "rows", "baseline_row", "seeds", "schedule", "diagnostic_variant", "diagnostic_train_img",
+                    "_shared_dir")
+_COV_ONLY_EPOCHS = ("cov", "joint", "four_step", "end_to_end", "diag_cov", "diag_ae")
+
+
+def ae_side_hash(config) -> str:
+  """Hash of every config field that can influence the AE or E_img (seed included); two rows with
+  the same hash train bit-identical AE/E_img states in their shared phases."""
+  c = config.to_dict()
+  for key in _COV_ONLY_FIELDS:
+    c.pop(key, None)
+  c["epochs"] = {k: v for k, v in c["epochs"].items() if k not in _COV_ONLY_EPOCHS}
+  c["preprocess"] = {k: v for k, v in c["preprocess"].items() if k != "augment"}  # E_cov training only
+  return hashlib.sha1(_key(c).encode()).hexdigest()[:12]
+
 
 def row_config(config, row: dict, seed: int, shared_dir: str):
   c = copy.deepcopy(config.to_dict())
@@ -493,7 +589,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
           all_results[name][int(seed)] = json.load(f)
         print(f"[prepnet] row {name!r} seed {seed}: finished earlier, results loaded", flush=True)
         continue
-      key = (bool(rc.upsample), int(seed))
+      key = (bool(rc.upsample), int(seed), _key(rc.preprocess), _key(rc.data))
       if key not in data_cache:
         data_cache[key] = Data(rc)
       data = data_cache[key]

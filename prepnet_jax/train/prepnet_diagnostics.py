@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 
@@ -31,15 +32,10 @@ from prepnet_jax.train.state import create_model_state  # noqa: E402
 
 
 def _reconstruct_all(run, src) -> np.ndarray:
-  out = []
+  """AE outputs of `src` as E_cov sees them (grayscaled if the row grayscales), from the row's cache."""
   bs = ((run.bs + run.mesh.devices.size - 1) // run.mesh.devices.size) * run.mesh.devices.size
-  for batch, valid in pipeline.eval_batches(src, lambda e, r: e, bs):
-    images = sharding.shard_batch({"image": batch["image"]}, run.mesh)["image"]
-    x_hat = steps.reconstruct(run.ae, images)
-    if run.gray_cov:
-      x_hat = steps.grayscale3(x_hat)
-    out.append(np.asarray(x_hat)[:valid])
-  return np.concatenate(out)
+  x_hat = run._reconstructions(run.ae, src, bs).column("image")
+  return np.asarray(steps.grayscale3(jnp.asarray(x_hat))) if run.gray_cov else x_hat
 
 
 def _to_unit(x: np.ndarray, value_range: str) -> np.ndarray:
@@ -50,11 +46,11 @@ def origin_classifier_accuracy(config, train_images, train_domains, test_images,
                                num_domains: int) -> dict:
   """Balanced accuracy of a freshly initialised small CNN predicting the dataset of origin."""
   dc = config.diagnostics
-  model = models.get_classifier(dc.origin_model, num_domains, width_multiplier=float(dc.origin_width))
   bs = int(config.batch_size)
   source = pipeline.ArraySource({"image": train_images.astype(np.float32), "label": train_domains.astype(np.int32)})
   spe = pipeline.steps_per_epoch(source, bs)
-  tx = optimizers.make_optimizer(config.optim_img, spe, spe * int(dc.origin_epochs))
+  model, tx = _origin_parts(dc.origin_model, num_domains, float(dc.origin_width),
+                            json.dumps(config.optim_img.to_dict(), sort_keys=True), spe, int(dc.origin_epochs))
   state = sharding.replicate(create_model_state(model, tx, jax.random.key(int(config.seed) + 7),
                                                 jnp.zeros((1,) + train_images.shape[1:])), mesh)
   it = pipeline.make_iterator(pipeline.train_dataset(source, lambda e, r: e, bs, seed=int(config.seed) + 7))
@@ -64,6 +60,15 @@ def origin_classifier_accuracy(config, train_images, train_domains, test_images,
   logits, labels = classifier.predict_logits(state, test, lambda e, r: e, bs, mesh)
   m = metrics_lib.classification_metrics(labels, classifier.logits_to_probs(logits))
   return {"balanced_accuracy": m["balanced_accuracy"], "accuracy": m["accuracy"], "chance": 1.0 / num_domains}
+
+
+@functools.lru_cache(maxsize=8)
+def _origin_parts(name: str, num_domains: int, width: float, optim_json: str, spe: int, epochs: int):
+  """Module and optimizer of the origin classifier, built once so every row reuses the compiled
+  training step (the jitted step treats both as static)."""
+  import ml_collections
+  model = models.get_classifier(name, num_domains, width_multiplier=width)
+  return model, optimizers.make_optimizer(ml_collections.ConfigDict(json.loads(optim_json)), spe, spe * epochs)
 
 
 def run_all(config, data, run, out_dir: str, writer, mesh) -> dict:
@@ -78,8 +83,13 @@ def run_all(config, data, run, out_dir: str, writer, mesh) -> dict:
     raw_view = {s: np.asarray(steps.grayscale3(jnp.asarray(v))) for s, v in raw.items()}
   else:
     raw_view = raw
-  result["origin_raw"] = origin_classifier_accuracy(config, raw_view["train"], dom["train"], raw_view["test"],
-                                                    dom["test"], mesh, k)
+  # The raw-image origin classifier is the same for every row of a seed (same data, same
+  # classifier seed): train it once per (seed, grayscale, diagnostics settings) and reuse it.
+  raw_key = (int(config.seed), bool(config.grayscale_cov), json.dumps(config.diagnostics.to_dict(), sort_keys=True))
+  if raw_key not in data.origin_raw_cache:
+    data.origin_raw_cache[raw_key] = origin_classifier_accuracy(config, raw_view["train"], dom["train"],
+                                                                raw_view["test"], dom["test"], mesh, k)
+  result["origin_raw"] = data.origin_raw_cache[raw_key]
   result["origin_normalised"] = origin_classifier_accuracy(config, recon["train"], dom["train"], recon["test"],
                                                            dom["test"], mesh, k)
   hist_fig, axes = plt.subplots(1, k, figsize=(4 * k, 3), squeeze=False)

@@ -78,7 +78,7 @@ def _fmt(cell: dict | None, pct: bool = False) -> str:
   if cell is None or not np.isfinite(cell["mean"]):
     return "–"
   if pct:
-    return f"{cell['mean']:+.2f} ± {cell['std']:.2f}"
+    return f"{cell['mean']:+.2f} ± {cell['std']:.2f}" if len(cell["values"]) > 1 else f"{cell['mean']:+.2f}"
   return f"{cell['mean']:.4f} ± {cell['std']:.4f}" if len(cell["values"]) > 1 else f"{cell['mean']:.4f}"
 
 
@@ -127,8 +127,9 @@ def verdicts(tables: dict, rows: list[str], baseline: str) -> list[str]:
       d = tables[r][f"{agg}_delta_pp"]
       spread = d["std"]
       if len(d["values"]) < 2:
-        word = "changes (single seed, no spread estimate)"
-      elif abs(d["mean"]) <= spread:
+        parts.append(f"{agg} {d['mean']:+.2f} pp (single seed: no spread estimate, so not a finding)")
+        continue
+      if abs(d["mean"]) <= spread:
         word = "does not change beyond the seed spread"
       else:
         word = "improves" if d["mean"] > 0 else "worsens"

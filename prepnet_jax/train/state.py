@@ -8,6 +8,7 @@ and saved/restored by orbax as a plain pytree.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import flax
@@ -44,13 +45,19 @@ def create_model_state(model, tx: optax.GradientTransformation, rng: jax.Array,
                        sample_input: jax.Array, **init_kwargs) -> ModelState:
   """Initialises `model` on `sample_input` and wraps params, batch stats and optimizer state."""
   init_rng, state_rng = jax.random.split(rng)
-  # Jitted init: one compilation instead of thousands of eager ops for a large network.
-  variables = jax.jit(lambda r, x: model.init({"params": r, "dropout": r}, x, train=False, **init_kwargs))(
-      init_rng, sample_input)
+  variables = _jitted_init(model, tuple(sorted(init_kwargs.items())))(init_rng, sample_input)
   params = variables["params"]
   return ModelState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
                     rng=state_rng, apply_fn=model.apply, tx=tx)
+
+
+@functools.lru_cache(maxsize=64)
+def _jitted_init(model, init_kwargs: tuple) -> Callable:
+  """Jitted `model.init`: one compilation instead of thousands of eager ops for a large network,
+  cached per (equal) module so re-creating the same network (a new seed, the next table row)
+  does not compile again."""
+  return jax.jit(lambda r, x: model.init({"params": r, "dropout": r}, x, train=False, **dict(init_kwargs)))
 
 
 def model_variables(state: ModelState, params=None) -> dict:
