@@ -22,7 +22,8 @@ def get_config():
       dict(name="+ up-sampling", overrides={"upsample": True}),
       dict(name="+ grayscaling", overrides={"grayscale_cov": True}),
       dict(name="+ up-sampling + grayscaling", overrides={"upsample": True, "grayscale_cov": True}),
-      dict(name="ResNet18 COVID classifier", overrides={"e_cov.name": "resnet18", "e_cov.width_multiplier": 0.25}),
+      dict(name="ResNet18 COVID classifier", overrides={"e_cov.name": "resnet18", "e_cov.width_multiplier": 0.25,
+                                                        "e_cov.kwargs": {"dropout_rate": 0.2}}),
       # Table 4.7's crop-with-margin augmentation, on top of the main job's flips/affine.
       dict(name="+ crop augmentation", overrides={"preprocess.augment.crop_resize": 72,
                                                   "preprocess.augment.crop_margin": 4}),

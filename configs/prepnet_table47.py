@@ -15,7 +15,7 @@ def get_config():
   c.preprocess.augment.hflip = False
   c.preprocess.augment.affine_degrees = c.preprocess.augment.affine_translate = c.preprocess.augment.affine_scale = 0.0
   c.rows = (dict(name="PrepNet reproduction", overrides={"schedule": "pretrained_ae"}),
-      dict(name="ResNet18 COVID classifier", overrides={"schedule": "pretrained_ae", "e_cov.name": "resnet18", "e_cov.width_multiplier": 0.25}),
+      dict(name="ResNet18 COVID classifier", overrides={"schedule": "pretrained_ae", "e_cov.name": "resnet18", "e_cov.width_multiplier": 0.25, "e_cov.kwargs": {"dropout_rate": 0.2}}),
       dict(name="Augmentation", overrides={"schedule": "pretrained_ae", "preprocess.augment.crop_resize": 72, "preprocess.augment.crop_margin": 4, "preprocess.augment.hflip": True}),
       dict(name="Grayscaling", overrides={"schedule": "pretrained_ae", "grayscale_cov": True}))
   c.baseline_row = "PrepNet reproduction"

@@ -167,3 +167,22 @@ def test_rows_share_identical_ae_phases_and_only_those(tmp_path, capsys):
   assert solo["_curves"]["adversarial"] == shared["_curves"]["adversarial"]
   assert solo["sars"]["eval"]["ucsd"]["test"]["balanced_accuracy"] == \
       shared["sars"]["eval"]["ucsd"]["test"]["balanced_accuracy"]
+
+
+PREPNET_CONFIGS = sorted(os.path.basename(p)[:-3] for p in __import__("glob").glob(
+    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "prepnet*.py")))
+
+
+@pytest.mark.parametrize("name", PREPNET_CONFIGS)
+def test_every_row_of_every_prepnet_config_builds_its_networks(name):
+  """A row's overrides must name real fields and give each network arguments it accepts
+  (found the hard way: a ResNet18 row inheriting VGG-only head kwargs failed 37 minutes in)."""
+  from prepnet_jax import models
+  from prepnet_jax.data import transforms
+  config = load_config(name)
+  for row in config.rows:
+    rc = prepnet.row_config(config, row, 0, "")
+    assert rc.schedule in prepnet.SCHEDULES, (name, row["name"])
+    for net in (rc.e_img, rc.e_cov):
+      models.get_classifier(net.name, 2, width_multiplier=float(net.width_multiplier), **dict(net.kwargs))
+    transforms.make_preprocess(rc.preprocess, training=True)  # bad augmentation settings raise here

@@ -28,12 +28,22 @@ def nets():
   return ae, img, cov, batch
 
 
+# Host-side (numpy) copies and comparisons: eager jnp ops would compile one tiny XLA program per
+# distinct parameter shape, which on CPU costs more than the steps under test.
 def _copy(state):
-  return jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True) if isinstance(a, jax.Array) else a, state)
+  """A fresh copy (the steps donate their input states)."""
+  def copy(a):
+    if not isinstance(a, jax.Array):
+      return a
+    if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):  # typed PRNG keys have no numpy form
+      return jnp.array(a, copy=True)
+    return jnp.asarray(np.array(a))
+  return jax.tree_util.tree_map(copy, state)
 
 
 def _changed(before, after) -> bool:
-  diffs = jax.tree_util.tree_map(lambda a, b: bool(jnp.any(a != b)), before.params, after.params)
+  diffs = jax.tree_util.tree_map(lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))),
+                                 before.params, after.params)
   return any(jax.tree_util.tree_leaves(diffs))
 
 

@@ -45,7 +45,12 @@ def create_model_state(model, tx: optax.GradientTransformation, rng: jax.Array,
                        sample_input: jax.Array, **init_kwargs) -> ModelState:
   """Initialises `model` on `sample_input` and wraps params, batch stats and optimizer state."""
   init_rng, state_rng = jax.random.split(rng)
-  variables = _jitted_init(model, tuple(sorted(init_kwargs.items())))(init_rng, sample_input)
+  kwargs = tuple(sorted(init_kwargs.items()))
+  try:
+    init = _jitted_init(model, kwargs)
+  except TypeError:  # an unhashable module field or init argument: compile without the cache
+    init = _jitted_init.__wrapped__(model, kwargs)
+  variables = init(init_rng, sample_input)
   params = variables["params"]
   return ModelState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
