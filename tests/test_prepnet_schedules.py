@@ -84,6 +84,9 @@ def test_table_rows_seeds_diagnostics_and_resume(tmp_path, capsys):
   assert diag["reconstruction"]["sars"]["psnr"] > 5.0
   for name in ("before_after_sars.png", "before_after_ucsd.png", "intensity_histograms.png"):
     assert (row_reports / name).stat().st_size > 1000
+  from PIL import Image
+  width, height = Image.open(row_reports / "before_after_sars.png").size
+  assert height >= 2 * 128 and width > height  # a raw row over an AE row, tiles enlarged to >= 128 px
   # Two seeds → mean ± std; the baseline's own delta is exactly zero.
   assert len(tables["Original"]["Within"]["values"]) == 2
   assert tables["Original"]["Cross_delta_pp"]["mean"] == 0.0

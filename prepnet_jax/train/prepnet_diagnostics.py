@@ -112,7 +112,10 @@ def run_all(config, data, run, out_dir: str, writer, mesh) -> dict:
     after = logging_utils.to_uint8(y[:n])
     grid = logging_utils.image_grid(np.concatenate([before, after]), ncols=n)
     grids[name] = grid
-    logging_utils.save_png(os.path.join(out_dir, f"before_after_{name}.png"), grid)
+    # Top row raw, bottom row AE output; enlarged (nearest neighbour) so 48-px tiles are readable.
+    zoom = max(1, -(-128 // x.shape[1]))
+    logging_utils.save_png(os.path.join(out_dir, f"before_after_{name}.png"),
+                           np.repeat(np.repeat(grid, zoom, axis=0), zoom, axis=1))
   hist_fig.tight_layout()
   hist_fig.savefig(os.path.join(out_dir, "intensity_histograms.png"), dpi=90)
   plt.close(hist_fig)
