@@ -18,6 +18,17 @@ def load_config(name: str):
   return module.get_config()
 
 
+def set_fields(config, overrides: dict):
+  """Sets dotted config fields ('data.phantom_overrides', 'optim.learning_rate') in place."""
+  for key, value in overrides.items():
+    target = config
+    *path, last = key.split(".")
+    for part in path:
+      target = target[part]
+    target[last] = value
+  return config
+
+
 def tiny_classifier_config(**overrides):
   c = load_config("classifier")
   c.data.phantom_backend = "memory"
@@ -29,10 +40,4 @@ def tiny_classifier_config(**overrides):
   c.batch_size = 16
   c.num_epochs = 2
   c.log_every = 1
-  for key, value in overrides.items():
-    target = c
-    *path, last = key.split(".")
-    for p in path:
-      target = target[p]
-    target[last] = value
-  return c
+  return set_fields(c, overrides)

@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from helpers import load_config
+from helpers import load_config, set_fields
 from prepnet_jax.data import datasets, pipeline
 from prepnet_jax.train import augment_experiment as ae
 from prepnet_jax.train import classifier, gan, gen_common
@@ -28,13 +28,7 @@ def tiny_config(**overrides):
   c.gradcam.num_images = 4
   g = c.generator.train
   g.num_steps, g.save_every, g.sample_every, g.batch_size, g.fd.num_fake = 2, 2, 2, 8, 16
-  for key, value in overrides.items():
-    target = c
-    *path, last = key.split(".")
-    for part in path:
-      target = target[part]
-    target[last] = value
-  return c
+  return set_fields(c, overrides)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import load_config
+from helpers import load_config, set_fields
 from prepnet_jax.data import pipeline
 from prepnet_jax.train import checkpointing, classifier, cxr_recipes, optimizers, tasks
 
@@ -36,13 +36,7 @@ def tiny(name: str, preset=None, **overrides):
   c.preprocess.augment.crop_resize = round(crop * 32 / c.preprocess.image_size) if crop else 0
   c.preprocess.image_size = 32
   c.log_every = 1
-  for key, value in overrides.items():
-    target = c
-    *path, last = key.split(".")
-    for part in path:
-      target = target[part]
-    target[last] = value
-  return c
+  return set_fields(c, overrides)
 
 
 def _load_preset(name, preset):
