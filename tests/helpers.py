@@ -20,12 +20,7 @@ def load_config(name: str):
 
 def set_fields(config, overrides: dict):
   """Sets dotted config fields ('data.phantom_overrides', 'optim.learning_rate') in place."""
-  for key, value in overrides.items():
-    target = config
-    *path, last = key.split(".")
-    for part in path:
-      target = target[part]
-    target[last] = value
+  config.update_from_flattened_dict(dict(overrides))
   return config
 
 

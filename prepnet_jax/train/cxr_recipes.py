@@ -49,12 +49,7 @@ def _with(config, **fields):
   """A copy of `config` with (possibly dotted) fields replaced."""
   config = config.copy_and_resolve_references()
   with config.unlocked():
-    for key, value in fields.items():
-      target = config
-      *path, last = key.split(".")
-      for part in path:
-        target = target[part]
-      target[last] = value
+    config.update_from_flattened_dict(fields)
   return config
 
 

@@ -18,6 +18,7 @@ import dm_pix
 import jax
 import jax.numpy as jnp
 import matplotlib
+import ml_collections
 import numpy as np
 
 matplotlib.use("Agg")
@@ -66,7 +67,6 @@ def origin_classifier_accuracy(config, train_images, train_domains, test_images,
 def _origin_parts(name: str, num_domains: int, width: float, optim_json: str, spe: int, epochs: int):
   """Module and optimizer of the origin classifier, built once so every row reuses the compiled
   training step (the jitted step treats both as static)."""
-  import ml_collections
   model = models.get_classifier(name, num_domains, width_multiplier=width)
   return model, optimizers.make_optimizer(ml_collections.ConfigDict(json.loads(optim_json)), spe, spe * epochs)
 
