@@ -31,13 +31,15 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(_QuietOrbax())
-  # TF is only used for TFDS preparation and TensorBoard files: keep it off any GPU JAX needs.
-  import tensorflow as tf
-  tf.config.set_visible_devices([], "GPU")
-  import jax
-  from prepnet_jax.train import tasks
-
   config = FLAGS.config
+  from prepnet_jax import tasks
+  if config.task not in tasks.TENSORFLOW_FREE:
+    # TF is only used for TFDS preparation and TensorBoard files: keep it off any GPU JAX needs.
+    import tensorflow as tf
+    tf.config.set_visible_devices([], "GPU")
+  import jax
+  from prepnet_jax.runtime import jax_settings
+  jax_settings.configure()
   runner = tasks.get_runner(config.task)  # fail fast on an unknown task, before any work
   logging.info("JAX process %d/%d, local devices: %s", jax.process_index(), jax.process_count(),
                jax.local_devices())

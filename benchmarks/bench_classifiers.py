@@ -3,7 +3,7 @@
   python benchmarks/bench_classifiers.py                       # all models, 64/128/224, batch 16
   python benchmarks/bench_classifiers.py --models resnet18,vgg16 --sizes 224 --batch 32 --steps 20
 
-Measures the jitted, data-parallel train step of prepnet_jax.train.classifier (the one every
+Measures the jitted, data-parallel train step of prepnet_jax.tasks.classifier.train (the one every
 job uses) on random data after a warm-up (compile) step. Peak memory: the accelerator's
 `peak_bytes_in_use` where the backend reports it, else the process's peak RSS (CPU).
 """
@@ -24,8 +24,9 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 from prepnet_jax import models  # noqa: E402
-from prepnet_jax.train import classifier, sharding  # noqa: E402
-from prepnet_jax.train.state import create_model_state  # noqa: E402
+from prepnet_jax.tasks.classifier import train as classifier  # noqa: E402
+from prepnet_jax.runtime import sharding  # noqa: E402
+from prepnet_jax.runtime.state import create_model_state  # noqa: E402
 
 DEFAULT_MODELS = ("small_cnn", "vgg11", "vgg16", "vgg19", "resnet18", "resnet34", "resnet50", "covidnet")
 

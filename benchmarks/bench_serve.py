@@ -35,10 +35,11 @@ from PIL import Image  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
 
 from configs import classifier as classifier_config  # noqa: E402
-from prepnet_jax import inference  # noqa: E402
+from prepnet_jax.eval import inference  # noqa: E402
 from prepnet_jax.data import phantom, transforms  # noqa: E402
-from prepnet_jax.serve import app as serve_app  # noqa: E402
-from prepnet_jax.train import checkpointing, classifier  # noqa: E402
+from prepnet_jax.tasks.serve import app as serve_app  # noqa: E402
+from prepnet_jax.runtime import checkpointing  # noqa: E402
+from prepnet_jax.tasks.classifier import train as classifier  # noqa: E402
 
 
 def save_random_classifier(workdir: str, name: str, width: float, size: int) -> None:

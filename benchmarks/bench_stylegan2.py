@@ -24,9 +24,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from prepnet_jax import diffaugment  # noqa: E402
-from prepnet_jax.train import sharding  # noqa: E402
-from prepnet_jax.train import stylegan2 as train_lib  # noqa: E402
+from prepnet_jax.data import diffaugment  # noqa: E402
+from prepnet_jax.runtime import sharding  # noqa: E402
+from prepnet_jax.tasks.stylegan2 import train as train_lib  # noqa: E402
 
 
 def _config(preset: str, resolution: int, batch_size: int, channels: int, policy: str):

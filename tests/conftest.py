@@ -11,3 +11,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)              # inherited by subprocesses
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
+# The jobs' process-wide JAX settings (main.py applies the same ones), so in-process tests
+# reproduce the command line's numbers.
+from prepnet_jax.runtime import jax_settings  # noqa: E402
+
+jax_settings.configure()

@@ -11,8 +11,10 @@ import pytest
 
 from helpers import load_config, set_fields
 from prepnet_jax.data import datasets, pipeline
-from prepnet_jax.train import augment_experiment as ae
-from prepnet_jax.train import classifier, gan, gen_common
+from prepnet_jax.tasks.augment_experiment import job as ae
+from prepnet_jax.tasks.classifier import train as classifier
+from prepnet_jax.tasks.generative import gan
+from prepnet_jax.tasks.generative import common as gen_common
 
 # 60 patients: both classes in the val/test splits and on the external site.
 TINY_CXR = {"num_patients": 60, "image_size": 32}

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from helpers import REPO, tiny_classifier_config
-from prepnet_jax.train import checkpointing, checks, classifier
+from prepnet_jax.runtime import checkpointing, checks
+from prepnet_jax.tasks.classifier import train as classifier
 
 
 def _run_cli(workdir, *overrides, env=None, wait=True):

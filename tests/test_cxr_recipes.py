@@ -10,7 +10,11 @@ import pytest
 
 from helpers import load_config, set_fields
 from prepnet_jax.data import pipeline
-from prepnet_jax.train import checkpointing, classifier, cxr_recipes, optimizers, tasks
+from prepnet_jax.runtime import checkpointing
+from prepnet_jax.tasks.classifier import train as classifier
+from prepnet_jax.tasks.classifier import recipes as cxr_recipes
+from prepnet_jax.runtime import optimizers
+from prepnet_jax import tasks
 
 RECIPES = ("cxr_covidnet", "cxr_resnet50_kth", "cxr_deepcovid", "cxr_resnet18_exp", "cxr_resnet34",
            "cxr_vgg16_step", "cxr_resnet50_onecycle")
@@ -49,7 +53,7 @@ def test_recipe_tasks_are_registered():
   for name in RECIPES:
     config = load_config(name)
     assert tasks.get_runner(config.task) is not None, name
-  assert tasks.TASKS["cxr_recipe"] == "prepnet_jax.train.cxr_recipes"
+  assert tasks.TASKS["cxr_recipe"] == "prepnet_jax.tasks.classifier.recipes"
 
 
 @pytest.mark.parametrize("name", RECIPES)

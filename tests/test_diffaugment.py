@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from prepnet_jax import diffaugment as da
+from prepnet_jax.data import diffaugment as da
 
 
 def _images(n=6, h=16, w=16, c=3, seed=0):

@@ -13,7 +13,7 @@ import pytest
 
 from configs import cgan, dcgan, vae, wgan, wgan_gp
 from configs import gan as gan_config
-from prepnet_jax import gan_losses
+from prepnet_jax.losses import gan as gan_losses
 from prepnet_jax.models import gan as gan_models
 from prepnet_jax.models import vae as vae_models
 from prepnet_jax.models import vaegan as vaegan_models

@@ -15,10 +15,13 @@ from PIL import Image
 
 from configs import cgan, dcgan, gan, vae, vaegan, wgan, wgan_gp
 from configs import sample as sample_config
-from prepnet_jax.train import checkpointing, checks, gen_common, sample, sharding
-from prepnet_jax.train import gan as gan_train
-from prepnet_jax.train import vae as vae_train
-from prepnet_jax.train import vaegan as vaegan_train
+from prepnet_jax.runtime import checkpointing, checks
+from prepnet_jax.tasks.generative import common as gen_common
+from prepnet_jax.tasks.generative import sample
+from prepnet_jax.runtime import sharding
+from prepnet_jax.tasks.generative import gan as gan_train
+from prepnet_jax.tasks.generative import vae as vae_train
+from prepnet_jax.tasks.generative import vaegan as vaegan_train
 
 SIZE = 32
 TINY_PHANTOM = {"num_patients": 12, "image_size": SIZE}

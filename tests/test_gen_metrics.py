@@ -15,7 +15,7 @@ from PIL import Image
 
 from prepnet_jax.eval import feature_extractors as fe
 from prepnet_jax.eval import gen_metrics as gm
-from prepnet_jax.eval import gen_metrics_job
+from prepnet_jax.tasks import gen_metrics as gen_metrics_job
 from prepnet_jax.models.inception_v3 import MissingWeightsError
 from tests.helpers import load_config
 
@@ -223,7 +223,8 @@ def test_missing_inception_weights_fall_back_only_when_allowed(tmp_path):
 
 
 def test_classifier_extractor_from_a_checkpoint(tmp_path):
-  from prepnet_jax.train import checkpointing, classifier
+  from prepnet_jax.runtime import checkpointing
+  from prepnet_jax.tasks.classifier import train as classifier
   from tests.helpers import tiny_classifier_config
   config = tiny_classifier_config(**{"preprocess.image_size": 16})
   workdir = tmp_path / "clf"
@@ -297,7 +298,7 @@ def test_job_samples_a_generator_checkpoint_through_train_sample(tmp_path, monke
     calls.append((workdir, step, num_images, seed, label))
     return _images(seed, num_images, size=24)
 
-  monkeypatch.setitem(sys.modules, "prepnet_jax.train.sample",
+  monkeypatch.setitem(sys.modules, "prepnet_jax.tasks.generative.sample",
                       types.SimpleNamespace(sample_images=sample_images))
   config = _job_config(tmp_path, **{"generated.workdir": "runs/gan", "generated.num_images": 12,
                                     "generated.label": 1, "extractors": "randinit",

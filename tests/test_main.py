@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from helpers import REPO
-from prepnet_jax.train import tasks
+from prepnet_jax import tasks
 
 CONFIG = os.path.join(REPO, "tests", "tiny_classifier_config.py")
 

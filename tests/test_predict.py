@@ -17,11 +17,15 @@ import pytest
 from PIL import Image
 
 from helpers import load_config, tiny_classifier_config
-from prepnet_jax import inference
+from prepnet_jax.eval import inference
 from prepnet_jax.data import datasets, export_ct, image_folder, nifti, phantom, transforms
 from prepnet_jax.eval import calibration
 from prepnet_jax.eval.metrics import as_class_probs
-from prepnet_jax.train import checkpointing, classifier, predict, prepnet, sharding
+from prepnet_jax.runtime import checkpointing
+from prepnet_jax.tasks.classifier import train as classifier
+from prepnet_jax.tasks.predict import job as predict
+from prepnet_jax.tasks.prepnet import job as prepnet
+from prepnet_jax.runtime import sharding
 
 ATOL = 1e-5  # the same model on the same pixels; only XLA's batch-1 vs batch-8 rounding differs
 TINY = {"num_patients": 24, "image_size": 48}

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from prepnet_jax import losses
+from prepnet_jax.losses import classification as losses
 
 
 def test_reconstruction_l1_and_l2():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from helpers import load_config
-from prepnet_jax.train import prepnet
+from prepnet_jax.tasks.prepnet import job as prepnet
 
 
 def tiny_prepnet_config(rows, **overrides):
@@ -126,7 +126,7 @@ def test_a_new_e_cov_reuses_the_compiled_step():
   network compiles the step again (~10 s each on CPU)."""
   import jax
   import jax.numpy as jnp
-  from prepnet_jax.train import prepnet_steps
+  from prepnet_jax.tasks.prepnet import steps as prepnet_steps
 
   config = tiny_prepnet_config([dict(name="Original", overrides={"schedule": "none"})])
   make = lambda seed: prepnet.make_classifier_state(config, config.e_cov, 1, jax.random.key(seed), 3,

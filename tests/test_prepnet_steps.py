@@ -8,8 +8,8 @@ import pytest
 
 from prepnet_jax import models
 from prepnet_jax.models.unet import UNetVGG16AE
-from prepnet_jax.train import prepnet_steps as steps
-from prepnet_jax.train.state import create_model_state
+from prepnet_jax.tasks.prepnet import steps
+from prepnet_jax.runtime.state import create_model_state
 
 SIZE = 32
 

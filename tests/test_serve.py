@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from prepnet_jax import inference
-from prepnet_jax.serve import app as serve_app
+from prepnet_jax.eval import inference
+from prepnet_jax.tasks.serve import app as serve_app
 from test_predict import make_model_workdir, phantom_ct_images, png_bytes
 
 LIMIT = 2 * 2**20  # above a phantom NIfTI volume (0.6 MB)
@@ -88,7 +88,7 @@ def test_good_upload_shows_the_predictor_probabilities_and_four_images(client, s
 @pytest.mark.parametrize("kind", ["dicom", "nifti"])
 def test_medical_formats_are_typed_by_content_not_by_name(client, tmp_path, kind):
   from prepnet_jax.data import export_ct, phantom
-  from prepnet_jax.train import predict
+  from prepnet_jax.tasks.predict import job as predict
   study = phantom.generate_volumes("mosmed", seed=2, num_patients=1)[0]
   if kind == "dicom":
     hu = np.clip(study["volume_hu"][len(study["volume_hu"]) // 2].astype(np.int32) + 1024, 0, 4095)

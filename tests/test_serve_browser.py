@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from werkzeug.serving import make_server
 
-from prepnet_jax import inference
+from prepnet_jax.eval import inference
 from prepnet_jax.data import datasets
-from prepnet_jax.serve import app as serve_app
-from prepnet_jax.train import predict
+from prepnet_jax.tasks.serve import app as serve_app
+from prepnet_jax.tasks.predict import job as predict
 from test_predict import make_model_workdir, png_bytes, predict_config
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"

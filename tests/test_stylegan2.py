@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 
 from helpers import load_config
-from prepnet_jax import diffaugment, stylegan2_losses as losses
+from prepnet_jax.data import diffaugment
+from prepnet_jax.losses import stylegan2 as losses
 from prepnet_jax.models import stylegan2 as sg2
-from prepnet_jax.train import checkpointing, stylegan2 as train_lib
+from prepnet_jax.runtime import checkpointing
+from prepnet_jax.tasks.stylegan2 import train as train_lib
 
 TINY = dict(z_dim=16, w_dim=16, mapping_layers=2, channel_base=128, channel_max=8)
 

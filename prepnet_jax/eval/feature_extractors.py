@@ -235,8 +235,8 @@ def randinit_extractor(seed: int = 0, image_size: int = 128, widths: Sequence[in
 def classifier_extractor(workdir: str, step: int | None = None, batch_size: int = 64) -> FeatureExtractor:
   """Penultimate embedding of a 'classifier' run: `best/` checkpoint, or `checkpoints/` `step`."""
   import ml_collections
-  from prepnet_jax.train import checkpointing
-  from prepnet_jax.train import classifier as classifier_lib
+  from prepnet_jax.runtime import checkpointing
+  from prepnet_jax.tasks.classifier import train as classifier_lib
 
   config_path = os.path.join(workdir, "config.json")
   if not os.path.isfile(config_path):

@@ -3,7 +3,7 @@
 Figures are drawn on `matplotlib.figure.Figure` objects with an explicit Agg canvas rather than
 through pyplot, so they need no display, leave the global backend alone and are safe to call
 from any thread of a training job. The overlay functions return uint8 RGB arrays, which
-`writer.write_images` (TensorBoard) and `logging_utils.save_png` take as they are.
+`writer.write_images` (TensorBoard) and `writers.save_png` take as they are.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from prepnet_jax.eval import calibration
 from prepnet_jax.eval.metrics import as_class_probs
-from prepnet_jax.train.logging_utils import to_uint8
+from prepnet_jax.runtime.writers import to_uint8
 
 
 def _new_figure(width: float, height: float) -> Figure:

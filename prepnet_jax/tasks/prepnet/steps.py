@@ -23,8 +23,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from prepnet_jax import losses
-from prepnet_jax.train.state import ModelState, model_variables
+from prepnet_jax.losses import classification as losses
+from prepnet_jax.runtime.state import ModelState, model_variables
 
 LUMA = jnp.asarray([0.299, 0.587, 0.114], jnp.float32)
 

@@ -30,10 +30,12 @@ import numpy as np
 import optax
 from absl import logging
 
-from prepnet_jax import diffaugment, stylegan2_losses as losses
+from prepnet_jax.data import diffaugment
+from prepnet_jax.losses import stylegan2 as losses
 from prepnet_jax.data import datasets, pipeline, transforms
 from prepnet_jax.models import stylegan2 as sg2
-from prepnet_jax.train import checkpointing, checks, logging_utils, sharding
+from prepnet_jax.runtime import checkpointing, checks
+from prepnet_jax.runtime import writers, sharding
 
 PRESETS = ("small", "low_shot", "paper256", "auto")
 
@@ -415,7 +417,7 @@ def generate_uint8(setup: Setup, state: StyleGAN2State, key, num: int, labels: n
       c = jax.nn.one_hot(jnp.asarray(labels[idx]), hp.c_dim)
     images = sample_jit(setup, state.g_ema_params, state.g_buffers, z, c, key_noise,
                         truncation_psi, noise_mode)
-    out.append(logging_utils.to_uint8(np.asarray(jax.device_get(images)), (-1.0, 1.0)))
+    out.append(writers.to_uint8(np.asarray(jax.device_get(images)), (-1.0, 1.0)))
   return np.concatenate(out)[:num]
 
 
@@ -464,7 +466,7 @@ class Snapshotter:
     self.labels = reals.column("label")
     num_real = int(eval_cfg.num_real) or len(reals)
     pick = np.random.default_rng(int(config.seed)).permutation(len(reals))[:num_real]
-    self.reals_uint8 = logging_utils.to_uint8(reals.column("image")[np.sort(pick)], (-1.0, 1.0))
+    self.reals_uint8 = writers.to_uint8(reals.column("image")[np.sort(pick)], (-1.0, 1.0))
     key = jax.random.PRNGKey(int(eval_cfg.latent_seed))
     self.grid_key, self.metric_key = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
     self.dataset = f"{config.data.source}:{config.data.split}:class_filter={config.data.get('class_filter')}"
@@ -508,8 +510,8 @@ class Snapshotter:
         record.update({f"real_{k}": v for k, v in self.real_leaks.items()})
     grid = generate_uint8(self.setup, state, self.grid_key, int(eval_cfg.grid_size), self.labels,
                           float(eval_cfg.truncation_psi), noise_mode="const")
-    grid = logging_utils.image_grid(grid, ncols=int(math.ceil(math.sqrt(len(grid)))))
-    logging_utils.save_png(os.path.join(self.reports, f"fakes_{kimg:010.3f}.png"), grid)
+    grid = writers.image_grid(grid, ncols=int(math.ceil(math.sqrt(len(grid)))))
+    writers.save_png(os.path.join(self.reports, f"fakes_{kimg:010.3f}.png"), grid)
     self.writer.write_images(nimg, {"fakes": grid[None]})
     numbers = {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     self.writer.write_scalars(nimg, {f"snapshot/{k}": v for k, v in numbers.items()})
@@ -546,7 +548,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   augment = diffaugment.DiffAugment(config.diffaugment.policy, float(config.diffaugment.translation_ratio),
                                     float(config.diffaugment.cutout_ratio))
   setup = make_setup(hp, augment, mesh)
-  writer = logging_utils.create_writer(workdir)
+  writer = writers.create_writer(workdir)
   reals = load_training_images(config, hp)
   print(f"[stylegan2] preset={config.preset} {hp.resolution}²×{hp.channels} on {config.data.source} "
         f"({len(reals)} images, class_filter={config.data.get('class_filter')}, c_dim={hp.c_dim}); "
@@ -571,7 +573,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   if start == 0 and not history:
     snapshot(state, history)
 
-  progress = logging_utils.Progress(total_steps, log_every, "stylegan2", first_step=start)
+  progress = writers.Progress(total_steps, log_every, "stylegan2", first_step=start)
   hparams_meta = dataclasses.asdict(hp)
   t0 = time.time()
   for step in range(start, total_steps):

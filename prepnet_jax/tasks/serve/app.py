@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from prepnet_jax import inference
+from prepnet_jax.eval import inference
 from prepnet_jax.data import transforms
 
 UPLOAD_FIELD = "image"

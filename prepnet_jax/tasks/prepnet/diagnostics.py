@@ -17,19 +17,18 @@ import os
 import dm_pix
 import jax
 import jax.numpy as jnp
-import matplotlib
 import ml_collections
 import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from prepnet_jax import models  # noqa: E402
-from prepnet_jax.data import pipeline, transforms  # noqa: E402
-from prepnet_jax.eval import metrics as metrics_lib  # noqa: E402
-from prepnet_jax.train import classifier, logging_utils, optimizers, sharding  # noqa: E402
-from prepnet_jax.train import prepnet_steps as steps  # noqa: E402
-from prepnet_jax.train.state import create_model_state  # noqa: E402
+from prepnet_jax import models
+from prepnet_jax.data import pipeline, transforms
+from prepnet_jax.eval import metrics as metrics_lib
+from prepnet_jax.tasks.classifier import train as classifier
+from prepnet_jax.runtime import writers
+from prepnet_jax.runtime import optimizers, sharding
+from prepnet_jax.tasks.prepnet import steps
+from prepnet_jax.runtime.state import create_model_state
 
 
 def _reconstruct_all(run, src) -> np.ndarray:
@@ -92,7 +91,9 @@ def run_all(config, data, run, out_dir: str, writer, mesh) -> dict:
   result["origin_raw"] = data.origin_raw_cache[raw_key]
   result["origin_normalised"] = origin_classifier_accuracy(config, recon["train"], dom["train"], recon["test"],
                                                            dom["test"], mesh, k)
-  hist_fig, axes = plt.subplots(1, k, figsize=(4 * k, 3), squeeze=False)
+  # A Figure object, not pyplot: no global backend switch (safe in notebooks and threads).
+  hist_fig = Figure(figsize=(4 * k, 3))
+  axes = hist_fig.subplots(1, k, squeeze=False)
   grids = {}
   for d, name in enumerate(data.names):
     mask = dom["test"] == d
@@ -108,17 +109,16 @@ def run_all(config, data, run, out_dir: str, writer, mesh) -> dict:
     ax.set_title(f"{name}: intensity")
     ax.legend()
     n = min(8, int(mask.sum()))
-    before = logging_utils.to_uint8(x[:n])
-    after = logging_utils.to_uint8(y[:n])
-    grid = logging_utils.image_grid(np.concatenate([before, after]), ncols=n)
+    before = writers.to_uint8(x[:n])
+    after = writers.to_uint8(y[:n])
+    grid = writers.image_grid(np.concatenate([before, after]), ncols=n)
     grids[name] = grid
     # Top row raw, bottom row AE output; enlarged (nearest neighbour) so 48-px tiles are readable.
     zoom = max(1, -(-128 // x.shape[1]))
-    logging_utils.save_png(os.path.join(out_dir, f"before_after_{name}.png"),
+    writers.save_png(os.path.join(out_dir, f"before_after_{name}.png"),
                            np.repeat(np.repeat(grid, zoom, axis=0), zoom, axis=1))
   hist_fig.tight_layout()
   hist_fig.savefig(os.path.join(out_dir, "intensity_histograms.png"), dpi=90)
-  plt.close(hist_fig)
   writer.write_images(0, {f"{os.path.basename(out_dir)}/before_after_{n}": g[None] for n, g in grids.items()})
   with open(os.path.join(out_dir, "diagnostics.json"), "w") as f:
     json.dump(result, f, indent=1)

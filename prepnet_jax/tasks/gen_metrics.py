@@ -1,7 +1,7 @@
 """Standalone generative-metrics job (task 'gen_metrics'): generated images vs a real dataset.
 
 Generated images come from a folder of PNGs (`generated.folder`) or from a generator run
-(`generated.workdir`, sampled through `prepnet_jax.train.sample.sample_images`). Real images
+(`generated.workdir`, sampled through `prepnet_jax.tasks.generative.sample.sample_images`). Real images
 come from any dataset reference (`real.dataset`, `real.split`, optional class filter). By
 default the real images are first brought to the generated images' size and channel count
 (`real.match_generated`), so both sets take the same path into the extractor (comparing 256²
@@ -43,7 +43,7 @@ def load_generated(config) -> tuple[list[np.ndarray] | np.ndarray, dict]:
     return images, dict(source="folder", folder=os.path.abspath(gen.folder), num_images=len(images))
   if num <= 0:
     raise ValueError(f"config.generated.num_images must be positive to sample a generator, got {num}")
-  sample = importlib.import_module("prepnet_jax.train.sample")
+  sample = importlib.import_module("prepnet_jax.tasks.generative.sample")
   step = None if int(gen.step) < 0 else int(gen.step)
   label = None if int(gen.label) < 0 else int(gen.label)
   images = sample.sample_images(gen.workdir, step, num, int(config.seed), label)

@@ -20,12 +20,14 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from prepnet_jax import losses
+from prepnet_jax.losses import classification as losses
 from prepnet_jax import models
 from prepnet_jax.data import datasets, pipeline, transforms
 from prepnet_jax.eval import metrics as metrics_lib
-from prepnet_jax.train import checkpointing, checks, logging_utils, optimizers, sharding
-from prepnet_jax.train.state import ModelState, create_model_state, model_variables
+from prepnet_jax.runtime import checkpointing, checks
+from prepnet_jax.runtime import writers
+from prepnet_jax.runtime import optimizers, sharding
+from prepnet_jax.runtime.state import ModelState, create_model_state, model_variables
 
 
 # --- model and state -----------------------------------------------------------------------------
@@ -159,7 +161,7 @@ def fit(config, workdir: str, train_source, val_source, *, mesh=None, writer=Non
   best state is kept in `workdir/best`. A finished run (all steps done) is not retrained.
   """
   mesh = mesh or sharding.make_mesh()
-  writer = writer or logging_utils.create_writer(workdir)
+  writer = writer or writers.create_writer(workdir)
   batch_size = int(config.batch_size)
   sharding.local_batch_size(batch_size, mesh)
   source, preprocess = training_inputs(config, train_source)
@@ -195,7 +197,7 @@ def fit(config, workdir: str, train_source, val_source, *, mesh=None, writer=Non
   select = config.get("select_metric", "balanced_accuracy")
   start = int(jax.device_get(state.step))
   iterator = pipeline.make_iterator(dataset, meta.get("iterator"))
-  progress = logging_utils.Progress(total_steps, int(config.get("log_every", 10)), name, first_step=start)
+  progress = writers.Progress(total_steps, int(config.get("log_every", 10)), name, first_step=start)
   history = meta.get("history", [])
   step_losses = meta.get("step_losses", [])
   t0 = time.time()
@@ -268,7 +270,7 @@ def write_reports(workdir: str, name: str, results: dict, extra: dict | None = N
 
 def train_and_evaluate(config, workdir: str) -> dict:
   mesh = sharding.make_mesh()
-  writer = logging_utils.create_writer(workdir)
+  writer = writers.create_writer(workdir)
   train_ref = config.data.train
   train_source = load_split(config, train_ref, "train")
   val_source = load_split(config, train_ref, "val")
@@ -294,4 +296,4 @@ def _log_example_images(writer, config, source, n: int = 16) -> None:
   if not rows:
     return
   images = np.stack([transforms.denormalize(r["image"], config.preprocess.value_range) for r in rows])
-  writer.write_images(0, {"inputs": logging_utils.image_grid(images, ncols=8)[None]})
+  writer.write_images(0, {"inputs": writers.image_grid(images, ncols=8)[None]})

@@ -14,9 +14,11 @@ import os
 import jax
 import numpy as np
 
-from prepnet_jax.train import checkpointing, gen_common, logging_utils, sharding
+from prepnet_jax.runtime import checkpointing
+from prepnet_jax.tasks.generative import common as gen_common
+from prepnet_jax.runtime import writers, sharding
 
-FAMILY_MODULES = {"gan": "prepnet_jax.train.gan", "vae": "prepnet_jax.train.vae", "vaegan": "prepnet_jax.train.vaegan"}
+FAMILY_MODULES = {"gan": "prepnet_jax.tasks.generative.gan", "vae": "prepnet_jax.tasks.generative.vae", "vaegan": "prepnet_jax.tasks.generative.vaegan"}
 
 
 def load_generator(workdir: str, step: int | None = None):
@@ -85,12 +87,12 @@ def run(config, workdir: str) -> dict:
                        int(config.batch_size))
     folder = os.path.join(out_dir, f"class_{cls}") if family.num_classes else out_dir
     for i, image in enumerate(images):
-      logging_utils.save_png(os.path.join(folder, f"{train_config.model.get('kind', train_config.task)}"
+      writers.save_png(os.path.join(folder, f"{train_config.model.get('kind', train_config.task)}"
                                                   f"_step{step}_{i:05d}.png"), image)
     written[str(cls)] = len(images)
     grids.append(images[:64])
-  grid = logging_utils.image_grid(np.concatenate(grids), ncols=8)
-  logging_utils.save_png(os.path.join(out_dir, "grid.png"), grid)
+  grid = writers.image_grid(np.concatenate(grids), ncols=8)
+  writers.save_png(os.path.join(out_dir, "grid.png"), grid)
   manifest = {"source_workdir": os.path.abspath(config.source_workdir), "step": step, "seed": int(config.seed),
               "task": train_config.task, "kind": train_config.model.get("kind", train_config.task),
               "images_per_class": written, "out_dir": os.path.abspath(out_dir)}

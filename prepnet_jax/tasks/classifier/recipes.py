@@ -27,7 +27,9 @@ import jax
 import numpy as np
 
 from prepnet_jax.data import pipeline
-from prepnet_jax.train import checkpointing, classifier, logging_utils, sharding
+from prepnet_jax.runtime import checkpointing
+from prepnet_jax.tasks.classifier import train as classifier
+from prepnet_jax.runtime import writers, sharding
 
 TOTAL_STEP_SCHEDULES = ("cosine", "onecycle")  # their shape depends on the total number of steps
 
@@ -69,7 +71,7 @@ def fit_with_early_stopping(config, workdir: str, train_source, val_source, *, m
                      f"total number of steps, got optim.schedule={schedule!r}; use constant, step, "
                      f"exponential or plateau, or set early_stopping_patience=0")
   mesh = mesh or sharding.make_mesh()
-  writer = writer or logging_utils.create_writer(workdir)
+  writer = writer or writers.create_writer(workdir)
   metric_key = f"val_{config.get('select_metric', 'balanced_accuracy')}"
   steps_per_epoch = pipeline.steps_per_epoch(train_source, int(config.batch_size))
   latest = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints")).latest_step()
@@ -126,7 +128,7 @@ def fit_recipe(config, workdir: str, train_source, val_source, *, mesh=None, wri
   and the final phase runs in `<workdir>/finetune`.
   """
   mesh = mesh or sharding.make_mesh()
-  writer = writer or logging_utils.create_writer(workdir)
+  writer = writer or writers.create_writer(workdir)
   if int(config.get("head_only_epochs", 0)) <= 0:
     return fit_with_early_stopping(config, workdir, train_source, val_source, mesh=mesh, writer=writer,
                                    name=name)
@@ -147,7 +149,7 @@ def fit_recipe(config, workdir: str, train_source, val_source, *, mesh=None, wri
 def train_and_evaluate(config, workdir: str) -> dict:
   """Task 'cxr_recipe': the classifier task with `fit_recipe` in place of `fit`."""
   mesh = sharding.make_mesh()
-  writer = logging_utils.create_writer(workdir)
+  writer = writers.create_writer(workdir)
   train_ref = config.data.train
   train_source = classifier.load_split(config, train_ref, "train")
   val_source = classifier.load_split(config, train_ref, "val")

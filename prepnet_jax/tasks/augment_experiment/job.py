@@ -43,8 +43,12 @@ import numpy as np
 from prepnet_jax.data import classical_augment, datasets, pipeline, splits, transforms
 from prepnet_jax.eval import calibration, figures, gradcam
 from prepnet_jax.eval import metrics as metrics_lib
-from prepnet_jax.train import classifier, cxr_recipes, gen_common, logging_utils, sharding, tasks
-from prepnet_jax.train import sample as sample_lib
+from prepnet_jax.tasks.classifier import train as classifier
+from prepnet_jax.tasks.classifier import recipes as cxr_recipes
+from prepnet_jax.tasks.generative import common as gen_common
+from prepnet_jax.runtime import writers, sharding
+from prepnet_jax import tasks
+from prepnet_jax.tasks.generative import sample as sample_lib
 
 ARMS = ("none", "classical", "oversample", "synthetic")
 KEPT_FIELDS = ("image", "label", "patient")
@@ -326,7 +330,7 @@ def _gradcam_report(config, state, eval_sets: dict, arm: str, reports: str, writ
     path = os.path.join(reports, f"gradcam_{arm}_{name}.png")
     figures.save_cam_grid(path, display, np.asarray(cams), titles, value_range=(0, 255))
     overlays = figures.cam_overlays(display, np.asarray(cams), value_range=(0, 255))
-    writer.write_images(0, {f"gradcam/{arm}/{name}": logging_utils.image_grid(overlays, ncols=4)[None]})
+    writer.write_images(0, {f"gradcam/{arm}/{name}": writers.image_grid(overlays, ncols=4)[None]})
     paths[name] = path
   return paths
 
@@ -460,7 +464,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   if not seeds:
     raise ValueError("config.seeds is empty; give at least one seed (three or more for mean ± std)")
   mesh = sharding.make_mesh()
-  writer = logging_utils.create_writer(workdir)
+  writer = writers.create_writer(workdir)
   reports = os.path.join(workdir, "reports")
   os.makedirs(reports, exist_ok=True)
   class_names = list(config.data.class_names)

@@ -15,10 +15,11 @@ import flax
 import jax
 import jax.numpy as jnp
 
-from prepnet_jax import gan_losses
+from prepnet_jax.losses import gan as gan_losses
 from prepnet_jax.models import vae as vae_models
-from prepnet_jax.train import gen_common, optimizers, sharding
-from prepnet_jax.train.gen_common import Net
+from prepnet_jax.tasks.generative import common as gen_common
+from prepnet_jax.runtime import optimizers, sharding
+from prepnet_jax.tasks.generative.common import Net
 
 
 @flax.struct.dataclass

@@ -306,7 +306,8 @@ def read_run_config(workdir: str, what: str) -> ml_collections.ConfigDict:
 
 def load_classifier(model_workdir: str):
   """(training config, flax model, variables) of the best checkpoint of a classifier run."""
-  from prepnet_jax.train import checkpointing, classifier
+  from prepnet_jax.runtime import checkpointing
+  from prepnet_jax.tasks.classifier import train as classifier
 
   config = read_run_config(model_workdir, "classifier")
   best = os.path.join(model_workdir, "best")
@@ -354,7 +355,8 @@ def load_prepnet_autoencoder(prepnet_workdir: str, row: str = "PrepNet", seed: i
   seed -1 = the run's first seed. The phase checkpoints hold {'ae', 'img', 'cov': {key: (ae,
   cov)}}; the templates are built from the row's config with the PrepNet module's builders.
   """
-  from prepnet_jax.train import checkpointing, prepnet
+  from prepnet_jax.runtime import checkpointing
+  from prepnet_jax.tasks.prepnet import job as prepnet
 
   config = read_run_config(prepnet_workdir, "prepnet")
   rows = {str(r["name"]): r for r in config.rows}

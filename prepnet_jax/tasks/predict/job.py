@@ -1,6 +1,6 @@
 """Task 'predict': calibrated class probabilities and Grad-CAM for image files and folders.
 
-Each input file is read by content (PNG/JPEG, DICOM, NIfTI; see `prepnet_jax.inference`),
+Each input file is read by content (PNG/JPEG, DICOM, NIfTI; see `prepnet_jax.eval.inference`),
 checked against what the model was trained for (modality from its training data, size range)
 and predicted on its own: a bad file gets a message naming it and the reason, and every other
 file is still processed. Outputs in <workdir>/predictions:
@@ -22,9 +22,9 @@ import re
 
 import numpy as np
 
-from prepnet_jax import inference
+from prepnet_jax.eval import inference
 from prepnet_jax.data import image_folder, nifti, transforms
-from prepnet_jax.train.logging_utils import save_png
+from prepnet_jax.runtime.writers import save_png
 
 # Folder members that are tried (by content); explicitly named files are always tried.
 INPUT_EXTENSIONS = tuple(image_folder.IMAGE_EXTENSIONS) + (".dcm", ".dicom", ".nii", ".nii.gz")

@@ -47,10 +47,13 @@ from prepnet_jax import models
 from prepnet_jax.data import datasets, pipeline, transforms
 from prepnet_jax.eval import metrics as metrics_lib
 from prepnet_jax.models.unet import UNetVGG16AE
-from prepnet_jax.train import checkpointing, checks, logging_utils, optimizers, sharding
-from prepnet_jax.train import prepnet_diagnostics, prepnet_report
-from prepnet_jax.train import prepnet_steps as steps
-from prepnet_jax.train.state import ModelState, create_model_state
+from prepnet_jax.runtime import checkpointing, checks
+from prepnet_jax.runtime import writers
+from prepnet_jax.runtime import optimizers, sharding
+from prepnet_jax.tasks.prepnet import diagnostics as prepnet_diagnostics
+from prepnet_jax.tasks.prepnet import report as prepnet_report
+from prepnet_jax.tasks.prepnet import steps
+from prepnet_jax.runtime.state import ModelState, create_model_state
 
 SCHEDULES = ("none", "ae_only", "original", "pretrained_ae", "joint", "four_step", "end_to_end", "diagnostic")
 
@@ -570,7 +573,7 @@ def slug(name: str) -> str:
 
 def train_and_evaluate(config, workdir: str) -> dict:
   mesh = sharding.make_mesh()
-  writer = logging_utils.create_writer(workdir)
+  writer = writers.create_writer(workdir)
   reports = os.path.join(workdir, "reports")
   os.makedirs(reports, exist_ok=True)
   t_start = time.time()

@@ -30,7 +30,8 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from prepnet_jax.data import datasets, pipeline, transforms
-from prepnet_jax.train import checkpointing, checks, logging_utils, sharding
+from prepnet_jax.runtime import checkpointing, checks
+from prepnet_jax.runtime import writers, sharding
 
 CONFIG_FILE = "config.json"
 
@@ -162,7 +163,7 @@ def check_image_range(images: np.ndarray, config) -> None:
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
   """[−1, 1] float images → uint8, as saved PNGs hold them (thesis: (0.5 x + 0.5) · 255)."""
-  return logging_utils.to_uint8(np.asarray(images), value_range=(-1.0, 1.0))
+  return writers.to_uint8(np.asarray(images), value_range=(-1.0, 1.0))
 
 
 # --- generation ----------------------------------------------------------------------------------
@@ -201,9 +202,9 @@ def grid_labels(num: int, num_classes: int, ncols: int = 1) -> np.ndarray:
 
 
 def save_sample_grid(writer, workdir: str, step: int, images: np.ndarray, ncols: int) -> str:
-  grid = logging_utils.image_grid(to_uint8(images), ncols=ncols)
+  grid = writers.image_grid(to_uint8(images), ncols=ncols)
   writer.write_images(step, {"samples": grid[None]})
-  return logging_utils.save_png(os.path.join(workdir, "reports", f"samples_{step:06d}.png"), grid)
+  return writers.save_png(os.path.join(workdir, "reports", f"samples_{step:06d}.png"), grid)
 
 
 # --- Fréchet distance ----------------------------------------------------------------------------
@@ -301,7 +302,7 @@ def _write_json(path: str, payload: dict) -> None:
 
 def fit(config, workdir: str, family: Family, mesh) -> dict:
   """Trains `family` to `config.num_steps` with auto-resume; returns {"fd_history", "state"}."""
-  writer = logging_utils.create_writer(workdir)
+  writer = writers.create_writer(workdir)
   write_config(config, workdir)
   batch_size, k = int(config.batch_size), family.batches_per_step
   sharding.local_batch_size(batch_size, mesh)
@@ -352,7 +353,7 @@ def fit(config, workdir: str, family: Family, mesh) -> dict:
   if start == 0 and ckpt.latest_step() is None:
     save_sample_grid(writer, workdir, 0, generate_images(family, state, grid_z, grid_y, mesh), ncols)
     checkpoint(0)
-  progress = logging_utils.Progress(num_steps, int(config.log_every), family.name, first_step=start)
+  progress = writers.Progress(num_steps, int(config.log_every), family.name, first_step=start)
   t0 = time.time()
   for step in range(start + 1, num_steps + 1):
     batches = [next(iterator) for _ in range(k)]  # k independent batches: (B, k, ...)

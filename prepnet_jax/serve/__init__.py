@@ -1,1 +1,0 @@
-"""The local web interface (task 'serve'): upload a chest image, see probabilities and Grad-CAM."""
