@@ -26,7 +26,7 @@ import optax  # noqa: E402
 from prepnet_jax import models  # noqa: E402
 from prepnet_jax.tasks.classifier import train as classifier  # noqa: E402
 from prepnet_jax.runtime import sharding  # noqa: E402
-from prepnet_jax.runtime.state import create_model_state  # noqa: E402
+from prepnet_jax.runtime.state import create_train_state  # noqa: E402
 
 DEFAULT_MODELS = ("small_cnn", "vgg11", "vgg16", "vgg19", "resnet18", "resnet34", "resnet50", "covidnet")
 
@@ -40,19 +40,19 @@ def peak_memory_mb() -> tuple[float, str]:
 
 def bench(name: str, size: int, batch: int, steps: int, width: float, mesh) -> dict:
   model = models.get_classifier(name, 1, width_multiplier=width)
-  state = create_model_state(model, optax.adamw(1e-4), jax.random.key(0), jnp.zeros((1, size, size, 3)))
+  state = create_train_state(model, optax.adamw(1e-4), jax.random.key(0), jnp.zeros((1, size, size, 3)))
   state = sharding.replicate(state, mesh)
   rng = np.random.default_rng(0)
   batch_np = {"image": rng.normal(size=(batch, size, size, 3)).astype(np.float32),
               "label": rng.integers(0, 2, batch).astype(np.int32)}
   data = sharding.shard_batch(batch_np, mesh)
   t0 = time.perf_counter()
-  state, out = classifier._jit_train_step(state, data, None)
+  state, out = classifier.train_step(state, data, None)
   jax.block_until_ready(out)
   compile_s = time.perf_counter() - t0
   t0 = time.perf_counter()
   for _ in range(steps):
-    state, out = classifier._jit_train_step(state, data, None)
+    state, out = classifier.train_step(state, data, None)
   jax.block_until_ready(out)
   dt = (time.perf_counter() - t0) / steps
   mem, kind = peak_memory_mb()

@@ -111,7 +111,7 @@ def test_recipe_takes_one_real_step(name, width):
       pipeline.class_weights(pipeline.column(source, "label"), int(config.data.num_classes), weights))
   state = classifier.create_state(config, classifier.build_model(config), jax.random.key(0), 10, 10)
   before = jax.device_get(state.params)
-  state, scalars = classifier._jit_train_step(state, {"image": batch["image"], "label": batch["label"]},
+  state, scalars = classifier.train_step(state, {"image": batch["image"], "label": batch["label"]},
                                               class_weights)
   assert np.isfinite(float(scalars["loss"]))
   changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), before, jax.device_get(state.params))

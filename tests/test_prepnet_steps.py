@@ -9,7 +9,7 @@ import pytest
 from prepnet_jax import models
 from prepnet_jax.models.unet import UNetVGG16AE
 from prepnet_jax.tasks.prepnet import steps
-from prepnet_jax.runtime.state import create_model_state
+from prepnet_jax.runtime.state import create_train_state
 
 SIZE = 32
 
@@ -17,10 +17,10 @@ SIZE = 32
 @pytest.fixture(scope="module")
 def nets():
   x = jnp.zeros((1, SIZE, SIZE, 3))
-  ae = create_model_state(UNetVGG16AE(width_multiplier=0.0625, depth=3), optax.adam(1e-2), jax.random.key(0), x)
-  img = create_model_state(models.get_classifier("small_cnn", 3, width_multiplier=0.5), optax.adam(1e-2),
+  ae = create_train_state(UNetVGG16AE(width_multiplier=0.0625, depth=3), optax.adam(1e-2), jax.random.key(0), x)
+  img = create_train_state(models.get_classifier("small_cnn", 3, width_multiplier=0.5), optax.adam(1e-2),
                            jax.random.key(1), x)
-  cov = create_model_state(models.get_classifier("small_cnn", 1, width_multiplier=0.5), optax.adam(1e-2),
+  cov = create_train_state(models.get_classifier("small_cnn", 1, width_multiplier=0.5), optax.adam(1e-2),
                            jax.random.key(2), x)
   rng = np.random.default_rng(0)
   batch = {"image": jnp.asarray(rng.normal(size=(4, SIZE, SIZE, 3)), jnp.float32),

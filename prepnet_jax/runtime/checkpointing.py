@@ -64,3 +64,36 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def resume(ckpt: Checkpointer, template: Any, workdir: str, *, resume_workdir: str = "",
+           resume_step: int = -1) -> tuple[Any, dict, str]:
+  """The one resume rule of every job: (state, meta, how) from `ckpt`, a branch point, or fresh.
+
+  Own checkpoints win: a rerun with the same workdir continues where it stopped. Without any,
+  `resume_step` (−1 = latest) of `resume_workdir` is restored (the thesis's "second wind": the
+  original run keeps every checkpoint). In place, `resume_step` must be the latest step, since
+  training on from an earlier one would overwrite the later checkpoints. `template` is the
+  fresh state (or its `jax.eval_shape`); it is returned as is when nothing is restored.
+  """
+  branching = bool(resume_workdir) and os.path.abspath(resume_workdir) != os.path.abspath(workdir)
+  latest = ckpt.latest_step()
+  if latest is not None and (branching or resume_step < 0):
+    state, meta = ckpt.restore(template)
+    return state, meta, f"resumed from step {latest} in {ckpt.directory}"
+  if branching:
+    source = Checkpointer(os.path.join(resume_workdir, "checkpoints"), None)
+    state, meta = source.restore(template, None if resume_step < 0 else resume_step)
+    return state, meta, f"restarted from step {int(jax.device_get(state.step))} of {source.directory}"
+  if resume_step >= 0:
+    if latest is None or resume_step not in ckpt.all_steps():
+      raise FileNotFoundError(f"resume_step={resume_step}: no such checkpoint in {ckpt.directory} "
+                              f"(available: {ckpt.all_steps()})")
+    if resume_step != latest:
+      raise ValueError(f"resume_step={resume_step} is earlier than the latest checkpoint {latest} "
+                       f"of {workdir}; to restart from it keep this run intact and branch: "
+                       f"--config.resume_workdir={workdir} --config.resume_step={resume_step} "
+                       f"--workdir=<new directory>")
+    state, meta = ckpt.restore(template, resume_step)
+    return state, meta, f"resumed from step {resume_step} in {ckpt.directory}"
+  return template, {}, "fresh start"

@@ -27,7 +27,7 @@ from prepnet_jax.eval import metrics as metrics_lib
 from prepnet_jax.runtime import checkpointing, checks
 from prepnet_jax.runtime import writers
 from prepnet_jax.runtime import optimizers, sharding
-from prepnet_jax.runtime.state import ModelState, create_model_state, model_variables
+from prepnet_jax.runtime.state import TrainState, create_train_state
 
 
 # --- model and state -----------------------------------------------------------------------------
@@ -47,13 +47,13 @@ def build_model(config):
   return models.get_classifier(config.model.name, num_outputs(config), **kwargs)
 
 
-def create_state(config, model, rng, steps_per_epoch: int, total_steps: int) -> ModelState:
+def create_state(config, model, rng, steps_per_epoch: int, total_steps: int) -> TrainState:
   size, channels = int(config.preprocess.image_size), int(config.preprocess.channels)
   sample = jnp.zeros((1, size, size, channels), jnp.float32)
   variables = jax.eval_shape(lambda: model.init({"params": rng, "dropout": rng}, sample, train=False))
   mask = models.trainable_mask(variables["params"], bool(config.model.get("freeze_backbone", False)))
   tx = optimizers.make_optimizer(config.optim, steps_per_epoch, total_steps, trainable_mask=mask)
-  state = create_model_state(model, tx, rng, sample)
+  state = create_train_state(model, tx, rng, sample)
   path = config.model.get("pretrained_path", "")
   if path:
     loaded = models.load_pretrained(config.model.name, state.variables, path,
@@ -67,12 +67,13 @@ def create_state(config, model, rng, steps_per_epoch: int, total_steps: int) -> 
 
 # --- steps ---------------------------------------------------------------------------------------
 
-def train_step(state: ModelState, batch: dict, class_weights: jax.Array | None):
+@functools.partial(jax.jit, donate_argnums=0)
+def train_step(state: TrainState, batch: dict, class_weights: jax.Array | None):
   """One SGD step on the global batch; BatchNorm statistics are over the global batch."""
   dropout_rng = jax.random.fold_in(state.rng, state.step)
 
   def loss_fn(params):
-    out, updates = state.apply_fn(model_variables(state, params), batch["image"], train=True,
+    out, updates = state.apply_fn(state.variables_with(params), batch["image"], train=True,
                                   rngs={"dropout": dropout_rng}, mutable=["batch_stats"])
     return losses.classification_loss(out, batch["label"], class_weights), (out, updates)
 
@@ -83,21 +84,20 @@ def train_step(state: ModelState, batch: dict, class_weights: jax.Array | None):
   return state, {"loss": loss, "accuracy": accuracy}
 
 
-def logits_step(state: ModelState, images: jax.Array) -> jax.Array:
+@jax.jit
+def logits_step(state: TrainState, images: jax.Array) -> jax.Array:
   return state.apply_fn(state.variables, images, train=False)
 
 
-_jit_train_step = jax.jit(train_step, donate_argnums=0)
-_jit_logits_step = jax.jit(logits_step)
 
 
-def predict_logits(state: ModelState, source, preprocess, batch_size: int, mesh) -> tuple[np.ndarray, np.ndarray]:
+def predict_logits(state: TrainState, source, preprocess, batch_size: int, mesh) -> tuple[np.ndarray, np.ndarray]:
   """Logits and labels of every example of `source` (evaluation path, no augmentation)."""
   batch_size = _round_up(batch_size, mesh.devices.size)
   all_logits, all_labels = [], []
   for batch, valid in pipeline.eval_batches(source, preprocess, batch_size):
     images = sharding.shard_batch({"image": batch["image"]}, mesh)["image"]
-    logits = np.asarray(jax.device_get(_jit_logits_step(state, images)))
+    logits = np.asarray(jax.device_get(logits_step(state, images)))
     all_logits.append(logits[:valid])
     all_labels.append(np.asarray(batch["label"])[:valid])
   if not all_logits:
@@ -154,7 +154,7 @@ def training_inputs(config, train_source):
 # --- training ------------------------------------------------------------------------------------
 
 def fit(config, workdir: str, train_source, val_source, *, mesh=None, writer=None,
-        name: str = "train") -> tuple[ModelState, dict]:
+        name: str = "train") -> tuple[TrainState, dict]:
   """Trains with auto-resume from `workdir/checkpoints`; returns the best-on-validation state.
 
   Model selection: after every epoch the validation `config.select_metric` is computed and the
@@ -203,7 +203,7 @@ def fit(config, workdir: str, train_source, val_source, *, mesh=None, writer=Non
   t0 = time.time()
   for step in range(start + 1, total_steps + 1):
     batch = sharding.shard_batch(next(iterator), mesh)
-    state, scalars = _jit_train_step(state, batch, class_weights)
+    state, scalars = train_step(state, batch, class_weights)
     if step % int(config.get("log_every", 10)) == 0 or step % steps_per_epoch == 0:
       scalars = jax.device_get(scalars)
       checks.check_finite(scalars, step)

@@ -28,7 +28,7 @@ from prepnet_jax.tasks.classifier import train as classifier
 from prepnet_jax.runtime import writers
 from prepnet_jax.runtime import optimizers, sharding
 from prepnet_jax.tasks.prepnet import steps
-from prepnet_jax.runtime.state import create_model_state
+from prepnet_jax.runtime.state import create_train_state
 
 
 def _reconstruct_all(run, src) -> np.ndarray:
@@ -51,11 +51,11 @@ def origin_classifier_accuracy(config, train_images, train_domains, test_images,
   spe = pipeline.steps_per_epoch(source, bs)
   model, tx = _origin_parts(dc.origin_model, num_domains, float(dc.origin_width),
                             json.dumps(config.optim_img.to_dict(), sort_keys=True), spe, int(dc.origin_epochs))
-  state = sharding.replicate(create_model_state(model, tx, jax.random.key(int(config.seed) + 7),
+  state = sharding.replicate(create_train_state(model, tx, jax.random.key(int(config.seed) + 7),
                                                 jnp.zeros((1,) + train_images.shape[1:])), mesh)
   it = pipeline.make_iterator(pipeline.train_dataset(source, lambda e, r: e, bs, seed=int(config.seed) + 7))
   for _ in range(spe * int(dc.origin_epochs)):
-    state, _ = classifier._jit_train_step(state, sharding.shard_batch(next(it), mesh), None)
+    state, _ = classifier.train_step(state, sharding.shard_batch(next(it), mesh), None)
   test = pipeline.ArraySource({"image": test_images.astype(np.float32), "label": test_domains.astype(np.int32)})
   logits, labels = classifier.predict_logits(state, test, lambda e, r: e, bs, mesh)
   m = metrics_lib.classification_metrics(labels, classifier.logits_to_probs(logits))

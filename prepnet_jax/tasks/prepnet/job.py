@@ -53,7 +53,7 @@ from prepnet_jax.runtime import optimizers, sharding
 from prepnet_jax.tasks.prepnet import diagnostics as prepnet_diagnostics
 from prepnet_jax.tasks.prepnet import report as prepnet_report
 from prepnet_jax.tasks.prepnet import steps
-from prepnet_jax.runtime.state import ModelState, create_model_state
+from prepnet_jax.runtime.state import TrainState, create_train_state
 
 SCHEDULES = ("none", "ae_only", "original", "pretrained_ae", "joint", "four_step", "end_to_end", "diagnostic")
 
@@ -141,10 +141,10 @@ def _classifier_parts(net_key: str, num_outputs: int, optim_key: str, steps_per_
   return model, optimizers.make_optimizer(optim_cfg, steps_per_epoch, steps_per_epoch)
 
 
-def make_ae_state(config, rng, steps_per_epoch: int) -> ModelState:
+def make_ae_state(config, rng, steps_per_epoch: int) -> TrainState:
   ae_cfg = config.ae
   model, tx = _ae_parts(_key(ae_cfg), int(config.preprocess.channels), _key(config.optim_ae), int(steps_per_epoch))
-  state = create_model_state(model, tx, rng, _sample_input(config))
+  state = create_train_state(model, tx, rng, _sample_input(config))
   if ae_cfg.get("pretrained_path", ""):
     variables = models.load_pretrained("unet_vgg16", state.variables, ae_cfg.pretrained_path,
                                        sha256=ae_cfg.get("pretrained_sha256", "") or None)
@@ -152,9 +152,9 @@ def make_ae_state(config, rng, steps_per_epoch: int) -> ModelState:
   return state
 
 
-def make_classifier_state(config, net_cfg, num_outputs: int, rng, steps_per_epoch: int, optim_cfg) -> ModelState:
+def make_classifier_state(config, net_cfg, num_outputs: int, rng, steps_per_epoch: int, optim_cfg) -> TrainState:
   model, tx = _classifier_parts(_key(net_cfg), int(num_outputs), _key(optim_cfg), int(steps_per_epoch))
-  state = create_model_state(model, tx, rng, _sample_input(config))
+  state = create_train_state(model, tx, rng, _sample_input(config))
   if net_cfg.get("pretrained_path", ""):
     variables = models.load_pretrained(net_cfg.name, state.variables, net_cfg.pretrained_path,
                                        sha256=net_cfg.get("pretrained_sha256", "") or None)
@@ -353,7 +353,7 @@ class RowRun:
     self._epochs(f"diagnostic_{variant}_{cov_key}", n_epochs, run)
 
   # -- E_cov
-  def new_cov(self, salt: int) -> ModelState:
+  def new_cov(self, salt: int) -> TrainState:
     return sharding.replicate(make_classifier_state(
         self.config, self.config.e_cov, 1, jax.random.fold_in(self.r_cov, salt), 1, self.config.optim_cov), self.mesh)
 

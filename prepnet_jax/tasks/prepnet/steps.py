@@ -1,6 +1,6 @@
 """PrepNet's jitted steps, one per schedule phase, over explicit per-network states.
 
-Three `ModelState`s: `ae` (the U-Net auto-encoder, E_auto/D_auto), `img` (the imaging-technology
+Three `TrainState`s: `ae` (the U-Net auto-encoder, E_auto/D_auto), `img` (the imaging-technology
 classifier E_img, K = number of datasets) and `cov` (the COVID classifier E_cov). Which loss
 updates which network follows the thesis (reference §1.4):
 
@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from prepnet_jax.losses import classification as losses
-from prepnet_jax.runtime.state import ModelState, model_variables
+from prepnet_jax.runtime.state import TrainState
 
 LUMA = jnp.asarray([0.299, 0.587, 0.114], jnp.float32)
 
@@ -37,16 +37,16 @@ def grayscale3(x: jax.Array) -> jax.Array:
   return jnp.repeat(y[..., None], 3, axis=-1)
 
 
-def _apply(state: ModelState, x, train: bool, rng=None, params=None):
+def _apply(state: TrainState, x, train: bool, rng=None, params=None):
   """Returns (output, new_batch_stats); batch stats only change in training mode."""
-  variables = model_variables(state, params)
+  variables = state.variables_with(params)
   if not train:
     return state.apply_fn(variables, x, train=False), state.batch_stats
   out, updates = state.apply_fn(variables, x, train=True, rngs={"dropout": rng}, mutable=["batch_stats"])
   return out, updates.get("batch_stats", state.batch_stats)
 
 
-def _rng(state: ModelState, salt: int = 0):
+def _rng(state: TrainState, salt: int = 0):
   return jax.random.fold_in(jax.random.fold_in(state.rng, state.step), salt)
 
 
@@ -55,7 +55,7 @@ def _cov_input(x_hat, gray: bool):
 
 
 @functools.partial(jax.jit, static_argnames=("rec",), donate_argnums=0)
-def ae_rec_step(ae: ModelState, batch, rec: str = "l1"):
+def ae_rec_step(ae: TrainState, batch, rec: str = "l1"):
   def loss_fn(params):
     x_hat, stats = _apply(ae, batch["image"], True, _rng(ae), params)
     return losses.reconstruction_loss(batch["image"], x_hat, rec), stats
@@ -64,7 +64,7 @@ def ae_rec_step(ae: ModelState, batch, rec: str = "l1"):
 
 
 @functools.partial(jax.jit, static_argnames=("gray",), donate_argnums=0)
-def img_step(img: ModelState, ae: ModelState, batch, gray: bool = False):
+def img_step(img: TrainState, ae: TrainState, batch, gray: bool = False):
   x_hat, _ = _apply(ae, batch["image"], False)
   x_hat = jax.lax.stop_gradient(_cov_input(x_hat, gray))
   def loss_fn(params):
@@ -75,7 +75,7 @@ def img_step(img: ModelState, ae: ModelState, batch, gray: bool = False):
   return img.apply_gradients(grads, stats), {"l_img": loss, "img_acc": acc}
 
 
-def _forget_terms(ae_params, ae: ModelState, img: ModelState, batch, rec, sigma, target, gray):
+def _forget_terms(ae_params, ae: TrainState, img: TrainState, batch, rec, sigma, target, gray):
   x_hat, stats = _apply(ae, batch["image"], True, _rng(ae), ae_params)
   l_rec = losses.reconstruction_loss(batch["image"], x_hat, rec)
   img_logits, _ = _apply(img, _cov_input(x_hat, gray), False)
@@ -84,7 +84,7 @@ def _forget_terms(ae_params, ae: ModelState, img: ModelState, batch, rec, sigma,
 
 
 @functools.partial(jax.jit, static_argnames=("rec", "target", "gray"), donate_argnums=0)
-def forget_step(ae: ModelState, img: ModelState, batch, eta_rec: float = 1.0, eta_pseu: float = 1.0,
+def forget_step(ae: TrainState, img: TrainState, batch, eta_rec: float = 1.0, eta_pseu: float = 1.0,
                 sigma: float = 0.005, rec: str = "l1", target: str = "logits", gray: bool = False):
   def loss_fn(params):
     l_rec, l_pseu, _, stats = _forget_terms(params, ae, img, batch, rec, sigma, target, gray)
@@ -94,7 +94,7 @@ def forget_step(ae: ModelState, img: ModelState, batch, eta_rec: float = 1.0, et
 
 
 @functools.partial(jax.jit, static_argnames=("rec", "gray"), donate_argnums=0)
-def adv_step(ae: ModelState, img: ModelState, batch, eta_rec: float = 1.0, eta_img: float = 1.0,
+def adv_step(ae: TrainState, img: TrainState, batch, eta_rec: float = 1.0, eta_img: float = 1.0,
              rec: str = "l1", gray: bool = False):
   def loss_fn(params):
     x_hat, stats = _apply(ae, batch["image"], True, _rng(ae), params)
@@ -107,7 +107,7 @@ def adv_step(ae: ModelState, img: ModelState, batch, eta_rec: float = 1.0, eta_i
 
 
 @functools.partial(jax.jit, static_argnames=("gray",), donate_argnums=0)
-def cov_step(cov: ModelState, ae: ModelState | None, batch, gray: bool = False, class_weights=None):
+def cov_step(cov: TrainState, ae: TrainState | None, batch, gray: bool = False, class_weights=None):
   x = batch["image"] if ae is None else _apply(ae, batch["image"], False)[0]
   x = jax.lax.stop_gradient(_cov_input(x, gray) if ae is not None or gray else x)
   def loss_fn(params):
@@ -118,7 +118,7 @@ def cov_step(cov: ModelState, ae: ModelState | None, batch, gray: bool = False, 
 
 
 @functools.partial(jax.jit, static_argnames=("rec", "gray"), donate_argnums=(0, 1))
-def joint_cov_step(ae: ModelState, cov: ModelState, batch, eta_rec: float = 1.0, eta_cov: float = 1.0,
+def joint_cov_step(ae: TrainState, cov: TrainState, batch, eta_rec: float = 1.0, eta_cov: float = 1.0,
                    rec: str = "l1", gray: bool = False, class_weights=None):
   def loss_fn(params):
     ae_p, cov_p = params
@@ -134,7 +134,7 @@ def joint_cov_step(ae: ModelState, cov: ModelState, batch, eta_rec: float = 1.0,
 
 
 @functools.partial(jax.jit, static_argnames=("rec", "target", "gray"), donate_argnums=(0, 1))
-def e2e_step(ae: ModelState, cov: ModelState, img: ModelState, batch_all, batch_cov,
+def e2e_step(ae: TrainState, cov: TrainState, img: TrainState, batch_all, batch_cov,
              eta_rec: float = 1.0, eta_pseu: float = 1.0, eta_cov: float = 1.0, sigma: float = 0.005,
              rec: str = "l1", target: str = "logits", gray: bool = False, class_weights=None):
   """Exp. 5: one loss, one backward pass; L_rec and L_pseu on every dataset, L_cov on one."""
@@ -153,7 +153,7 @@ def e2e_step(ae: ModelState, cov: ModelState, img: ModelState, batch_all, batch_
 
 
 @functools.partial(jax.jit, static_argnames=("gray",))
-def cov_logits(cov: ModelState, ae: ModelState | None, images, gray: bool = False):
+def cov_logits(cov: TrainState, ae: TrainState | None, images, gray: bool = False):
   """Evaluation path: every image passes the trained AE (if any) before E_cov."""
   x = images if ae is None else _apply(ae, images, False)[0]
   if ae is not None or gray:
@@ -162,11 +162,11 @@ def cov_logits(cov: ModelState, ae: ModelState | None, images, gray: bool = Fals
 
 
 @jax.jit
-def reconstruct(ae: ModelState, images):
+def reconstruct(ae: TrainState, images):
   return _apply(ae, images, False)[0]
 
 
 @functools.partial(jax.jit, static_argnames=("gray",))
-def img_logits(img: ModelState, ae: ModelState | None, images, gray: bool = False):
+def img_logits(img: TrainState, ae: TrainState | None, images, gray: bool = False):
   x = images if ae is None else _apply(ae, images, False)[0]
   return _apply(img, _cov_input(x, gray) if gray else x, False)[0]
