@@ -17,7 +17,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from prepnet_jax.models.vgg import conv_init, scaled
+from prepnet_jax.models.vgg import StagedClassifier, conv_init, scaled
 
 RESNET_STAGE_SIZES = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3)}
 RESNET_STAGES = ("conv1", "conv2", "conv3", "conv4", "conv5")
@@ -116,7 +116,7 @@ class GAPHead(nn.Module):
     return nn.Dense(self.num_classes, dtype=self.dtype, name="predictions")(x).astype(jnp.float32)
 
 
-class ResNet(nn.Module):
+class ResNet(StagedClassifier):
   """ResNet classifier; params are {'backbone': stem + stages, 'head': Dense 'predictions'}.
 
   The head is global average pooling, dropout (`dropout_rate`, 0 = torchvision) and one Dense.
@@ -145,18 +145,7 @@ class ResNet(nn.Module):
     layer = self.feature_layer or RESNET_STAGES[-1]
     if layer not in RESNET_STAGES:
       raise ValueError(f"ResNet feature_layer must be one of {RESNET_STAGES}, got {layer!r}")
-    self.split_stage = RESNET_STAGES.index(layer) + 1
+    self.split_block = RESNET_STAGES.index(layer) + 1
     self.backbone = ResNetFeatures(self.depth, self.width_multiplier, self.layout,
                                    self.bn_momentum, self.dtype)
     self.classifier = GAPHead(self.num_classes, self.dropout_rate, self.dtype, name="head")
-
-  def features(self, x, train: bool):
-    """Feature map of `feature_layer` (B, h, w, C)."""
-    return self.backbone(x, train, stop=self.split_stage)
-
-  def head(self, feats, train: bool):
-    """Logits (B, num_classes) from the `feature_layer` map."""
-    return self.classifier(self.backbone(feats, train, start=self.split_stage + 1), train)
-
-  def __call__(self, x, train: bool):
-    return self.head(self.features(x, train), train)

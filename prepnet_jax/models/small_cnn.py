@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from prepnet_jax.models.resnet import GAPHead
-from prepnet_jax.models.vgg import conv_init, max_pool2, scaled
+from prepnet_jax.models.vgg import StagedClassifier, conv3x3_bn_relu, max_pool2, scaled
 
 
 class SmallCNNFeatures(nn.Module):
@@ -31,16 +31,12 @@ class SmallCNNFeatures(nn.Module):
         x = max_pool2(x)
       width = scaled(self.widths[block - 1], self.width_multiplier)
       for conv in (1, 2):
-        name = f"block{block}_conv{conv}"
-        x = nn.Conv(width, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
-                    kernel_init=conv_init, dtype=self.dtype, name=name)(x)
-        x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                         epsilon=1e-5, dtype=self.dtype, name=f"{name}_bn")(x)
-        x = nn.relu(x)
+        x = conv3x3_bn_relu(x, width, f"block{block}_conv{conv}", train=train, use_bias=False,
+                            bn_momentum=self.bn_momentum, dtype=self.dtype)
     return x
 
 
-class SmallCNN(nn.Module):
+class SmallCNN(StagedClassifier):
   """Small classifier; params are {'backbone': conv blocks, 'head': Dense 'predictions'}.
 
   Stage names are 'block1'..'block{len(widths)}'; `feature_layer` (default: the last block)
@@ -66,14 +62,3 @@ class SmallCNN(nn.Module):
     self.backbone = SmallCNNFeatures(tuple(self.widths), self.width_multiplier,
                                      self.bn_momentum, self.dtype)
     self.classifier = GAPHead(self.num_classes, self.dropout_rate, self.dtype, name="head")
-
-  def features(self, x, train: bool):
-    """Feature map of `feature_layer` (B, h, w, C)."""
-    return self.backbone(x, train, stop=self.split_block)
-
-  def head(self, feats, train: bool):
-    """Logits (B, num_classes) from the `feature_layer` map."""
-    return self.classifier(self.backbone(feats, train, start=self.split_block + 1), train)
-
-  def __call__(self, x, train: bool):
-    return self.head(self.features(x, train), train)

@@ -52,6 +52,43 @@ def adaptive_avg_pool(x: jnp.ndarray, size: int) -> jnp.ndarray:
   return jnp.einsum("ih,jw,bhwc->bijc", rows, cols, x)
 
 
+def conv3x3_bn_relu(x, width: int, name: str, *, train: bool, batch_norm: bool = True,
+                    use_bias: bool = True, bn_momentum: float = 0.9, dtype: Any = jnp.float32):
+  """3x3 'same' conv `name` (+ BatchNorm `name_bn`) + ReLU; call inside a compact method.
+
+  The VGG and small-CNN backbones share it, so their parameter names stay the Keras ones.
+  """
+  x = nn.Conv(width, (3, 3), padding=((1, 1), (1, 1)), use_bias=use_bias, kernel_init=conv_init,
+              dtype=dtype, name=name)(x)
+  if batch_norm:
+    x = nn.BatchNorm(use_running_average=not train, momentum=bn_momentum, epsilon=1e-5,
+                     dtype=dtype, name=f"{name}_bn")(x)
+  return nn.relu(x)
+
+
+class StagedClassifier(nn.Module):
+  """A classifier split at `feature_layer`: `features` (the Grad-CAM map) then `head` (logits).
+
+  Subclasses set `backbone` (runnable over a stage range), `classifier` (the top) and
+  `split_block` (the 1-based stage where `features` stops) in `setup`.
+  """
+
+  def check_input(self, x) -> None:
+    """Raises on inputs the architecture cannot take (nothing by default)."""
+
+  def features(self, x, train: bool):
+    """Feature map of `feature_layer` (B, h, w, C)."""
+    self.check_input(x)
+    return self.backbone(x, train, stop=self.split_block)
+
+  def head(self, feats, train: bool):
+    """Logits (B, num_classes) from the `feature_layer` map."""
+    return self.classifier(self.backbone(feats, train, start=self.split_block + 1), train)
+
+  def __call__(self, x, train: bool):
+    return self.head(self.features(x, train), train)
+
+
 class VGGFeatures(nn.Module):
   """The conv part of VGG, runnable one block range at a time.
 
@@ -73,13 +110,9 @@ class VGGFeatures(nn.Module):
         x = max_pool2(x)
       width = scaled(VGG_BLOCK_WIDTHS[block - 1], self.width_multiplier)
       for conv in range(1, self.block_sizes[block - 1] + 1):
-        name = f"block{block}_conv{conv}"
-        x = nn.Conv(width, (3, 3), padding=((1, 1), (1, 1)), kernel_init=conv_init,
-                    dtype=self.dtype, name=name)(x)
-        if self.batch_norm:
-          x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                           epsilon=1e-5, dtype=self.dtype, name=f"{name}_bn")(x)
-        x = nn.relu(x)
+        x = conv3x3_bn_relu(x, width, f"block{block}_conv{conv}", train=train,
+                            batch_norm=self.batch_norm, bn_momentum=self.bn_momentum,
+                            dtype=self.dtype)
     return x
 
 
@@ -110,7 +143,7 @@ class VGGHead(nn.Module):
     return x.astype(jnp.float32)
 
 
-class VGG(nn.Module):
+class VGG(StagedClassifier):
   """VGG classifier; params are {'backbone': conv blocks, 'head': pooling + classifier}.
 
   `feature_layer` (one of `VGG_STAGES`, default 'block5') picks the feature map that
@@ -145,17 +178,7 @@ class VGG(nn.Module):
                               scaled(4096, self.width_multiplier), self.dropout_rate,
                               self.dtype, name="head")
 
-  def features(self, x, train: bool):
-    """Feature map of `feature_layer` (B, h, w, C)."""
+  def check_input(self, x) -> None:
     if min(x.shape[1:3]) < 32:
       raise ValueError(f"VGG needs images of at least 32x32 (five 2x2 max-pools), "
                        f"got {x.shape[1:3]}")
-    return self.backbone(x, train, stop=self.split_block)
-
-  def head(self, feats, train: bool):
-    """Logits (B, num_classes) from the `feature_layer` map."""
-    x = self.backbone(feats, train, start=self.split_block + 1)
-    return self.classifier(x, train)
-
-  def __call__(self, x, train: bool):
-    return self.head(self.features(x, train), train)
