@@ -39,7 +39,7 @@ from prepnet_jax.eval import inference  # noqa: E402
 from prepnet_jax.data import phantom, transforms  # noqa: E402
 from prepnet_jax.tasks.serve import app as serve_app  # noqa: E402
 from prepnet_jax.runtime import checkpointing  # noqa: E402
-from prepnet_jax.tasks.classifier import train as classifier  # noqa: E402
+from prepnet_jax.models import classifier_factory  # noqa: E402
 
 
 def save_random_classifier(workdir: str, name: str, width: float, size: int) -> None:
@@ -48,7 +48,7 @@ def save_random_classifier(workdir: str, name: str, width: float, size: int) -> 
   config.data.train = "phantom_cxr/covidx"
   config.model.name, config.model.width_multiplier = name, width
   config.preprocess.image_size = size
-  state = classifier.create_state(config, classifier.build_model(config), jax.random.key(0), 1, 1)
+  state = classifier_factory.create_classifier_state(config, classifier_factory.build_classifier(config), jax.random.key(0), 1, 1)
   checkpointing.Checkpointer(os.path.join(workdir, "best"), 1).save(1, jax.device_get(state), {})
   with open(os.path.join(workdir, "config.json"), "w") as f:
     json.dump(config.to_dict(), f, default=str)

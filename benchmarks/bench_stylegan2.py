@@ -26,7 +26,8 @@ import numpy as np  # noqa: E402
 
 from prepnet_jax.data import diffaugment  # noqa: E402
 from prepnet_jax.runtime import sharding  # noqa: E402
-from prepnet_jax.tasks.stylegan2 import train as train_lib  # noqa: E402
+from prepnet_jax.tasks.stylegan2 import hparams as hparams_lib  # noqa: E402
+from prepnet_jax.tasks.stylegan2 import steps as steps_lib  # noqa: E402
 
 
 def _config(preset: str, resolution: int, batch_size: int, channels: int, policy: str):
@@ -36,8 +37,8 @@ def _config(preset: str, resolution: int, batch_size: int, channels: int, policy
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   config = module.get_config()
-  config.preset, config.resolution, config.channels = preset, resolution, channels
-  config.train.batch_size = batch_size
+  config.preset, config.preprocess.image_size, config.preprocess.channels = preset, resolution, channels
+  config.batch_size = batch_size
   config.diffaugment.policy = policy
   return config
 
@@ -54,9 +55,9 @@ def _timed(fn, repeats: int) -> float:
 def bench_resolution(preset: str, resolution: int, batch_size: int, channels: int, policy: str,
                      steps: int) -> dict:
   mesh = sharding.make_mesh()
-  hp = train_lib.resolve_hparams(_config(preset, resolution, batch_size, channels, policy))
-  setup = train_lib.make_setup(hp, diffaugment.DiffAugment(policy), mesh)
-  state = sharding.replicate(train_lib.create_state(setup, 0), mesh)
+  hp = hparams_lib.resolve_hparams(_config(preset, resolution, batch_size, channels, policy))
+  setup = steps_lib.make_setup(hp, diffaugment.DiffAugment(policy), mesh)
+  state = sharding.replicate(steps_lib.create_state(setup, 0), mesh)
   images = np.random.default_rng(0).uniform(-1, 1, (batch_size, resolution, resolution, channels))
   batch = sharding.shard_batch({"image": images.astype(np.float32),
                                 "label": np.zeros(batch_size, np.int32)}, mesh)
@@ -69,11 +70,11 @@ def bench_resolution(preset: str, resolution: int, batch_size: int, channels: in
     return run
 
   def ema():
-    holder["state"] = train_lib.ema_step_jit(setup, holder["state"])
+    holder["state"] = steps_lib.ema_step_jit(setup, holder["state"])
     return holder["state"].step
 
-  g_main, g_reg = phase(train_lib.g_step_jit, "main"), phase(train_lib.g_step_jit, "reg")
-  d_main, d_reg = phase(train_lib.d_step_jit, "main"), phase(train_lib.d_step_jit, "reg")
+  g_main, g_reg = phase(steps_lib.g_step_jit, "main"), phase(steps_lib.g_step_jit, "reg")
+  d_main, d_reg = phase(steps_lib.d_step_jit, "main"), phase(steps_lib.d_step_jit, "reg")
   t0 = time.perf_counter()
   for fn in (g_main, g_reg, d_main, d_reg, ema):  # compile every phase
     jax.block_until_ready(fn())
@@ -83,7 +84,7 @@ def bench_resolution(preset: str, resolution: int, batch_size: int, channels: in
   step_s = main + greg / hp.g_reg_interval + dreg / hp.d_reg_interval
   count = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(tree))  # noqa: E731
   return dict(res=resolution, batch=batch_size, widths=f"{hp.channel_base}/{hp.channel_max}",
-              g_params=count(state.g_params), d_params=count(state.d_params), compile_s=compile_s,
+              g_params=count(state.g.params), d_params=count(state.d.params), compile_s=compile_s,
               main_ms=main * 1e3, greg_ms=greg * 1e3, dreg_ms=dreg * 1e3, step_ms=step_s * 1e3,
               img_s=batch_size / step_s, kimg_h=batch_size / step_s * 3.6)
 
@@ -104,7 +105,7 @@ def main(argv=None) -> list[dict]:
   parser.add_argument("--res", default="64,128,256", help="comma-separated resolutions")
   parser.add_argument("--batch", type=int, default=4, help="global batch size")
   parser.add_argument("--steps", type=int, default=3, help="timed calls per phase after the warm-up")
-  parser.add_argument("--preset", default=None, choices=train_lib.PRESETS,
+  parser.add_argument("--preset", default=None, choices=hparams_lib.PRESETS,
                       help="network widths; default 'small' on CPU, 'paper256' on GPU/TPU")
   parser.add_argument("--channels", type=int, default=1, choices=(1, 3))
   parser.add_argument("--policy", default="color,translation,cutout", help="DiffAugment policy")

@@ -24,7 +24,7 @@ Options:
 - N and the class mix: --config.extra.per_class='(0, 312)' (numbers per class; -1 = fill the
   class up to the largest one; seed 004 added 10000 of each: '(10000, 10000)');
 - seed 004's leaky setup (generator trained on the external site):
-  --config.generator.data_source=phantom_cxr/ulm --config.generator.data_split=all
+  --config.generator.data_train=phantom_cxr/ulm --config.generator.data_train_split=all
   --config.generator.allow_eval_data=True (the report then opens with a leakage warning);
 - a paper's classifier recipe instead of the small CNN: configs/augment_experiment.py:<recipe>
   with <recipe> one of cxr_deepcovid, cxr_resnet34, cxr_resnet50_onecycle, cxr_covidnet, ...
@@ -53,15 +53,15 @@ def get_config(recipe=None):
     c.optim.learning_rate = 3e-3
     c.batch_size = 32
     c.num_epochs = 8
-    c.log_every = 50
+    c.log_every_steps = 50
     c.data.train = "phantom_cxr/covidx"
   c.task = "augment_experiment"
   c.seeds = (0, 1, 2)
   c.arms = ("none", "classical", "oversample", "synthetic")
   c.data.phantom_backend = "memory"    # the phantom in memory (~20 s to generate; supports split 'all')
-  c.data.internal_split = "test"
-  c.data.external = "phantom_cxr/ulm"   # the external "local hospital" site, never trained on
-  c.data.external_split = "all"
+  c.data.test_split = "test"           # the internal test set: this split of data.train
+  c.data.eval = ("phantom_cxr/ulm",)   # the external "local hospital" site, never trained on
+  c.data.eval_split = "all"
 
   c.extra = ml_collections.ConfigDict()
   c.extra.per_class = (0,) * (int(c.data.num_classes) - 1) + (-1,)  # COVID (last class) up to the largest class
@@ -73,15 +73,15 @@ def get_config(recipe=None):
   c.generator.workdirs = ()             # one generator workdir per class ('' = none needed)
   c.generator.conditional_workdir = ""  # or one conditional generator (e.g. a CGAN run)
   c.generator.step = -1                 # checkpoint to sample (-1 = latest)
-  c.generator.data_source = ""          # generators trained here: '' = data.train
-  c.generator.data_split = "train"
+  c.generator.data_train = ""           # generators trained here: '' = data.train
+  c.generator.data_train_split = "train"
   c.generator.allow_eval_data = False   # True: a generator may have seen evaluation patients
   g = dcgan.get_config()
   g.preprocess.image_size = 32
   g.num_steps = 300
   g.save_every = 300
   g.sample_every = 100
-  g.log_every = 50
+  g.log_every_steps = 50
   g.fd.num_fake = 200
   c.generator.train = g                 # generators trained here when none is given (a gan, vae or vaegan config)
 
@@ -89,7 +89,4 @@ def get_config(recipe=None):
   c.calibration.num_bins = 15
   c.gradcam = ml_collections.ConfigDict()
   c.gradcam.num_images = 8
-  c.head_only_epochs = c.get("head_only_epochs", 0)
-  c.head_only_learning_rate = c.get("head_only_learning_rate", 1e-3)
-  c.early_stopping_patience = c.get("early_stopping_patience", 0)
   return c

@@ -23,15 +23,13 @@ a small CNN with Adam, balanced weights and no augmentation reaches 0.76 on the 
 Real data: --config.data.train=covidx/v2 --config.data.eval='["covidx/v2"]' --config.data.manual_dir=...
 """
 
-from configs import classifier
+from configs import classifier, common
 
 PRESETS = ("cpu", "paper")
 
 
 def get_config(preset=None):
-  preset = preset or "cpu"
-  if preset not in PRESETS:
-    raise ValueError(f"unknown preset {preset!r}; expected one of {PRESETS} (configs/<x>.py:<preset>)")
+  preset = common.parse_preset(preset, PRESETS)
   paper = preset == "paper"
   c = classifier.get_config()
   c.preset = preset

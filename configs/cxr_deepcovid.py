@@ -22,15 +22,13 @@ balanced accuracy 0.46, AUC 0.58 — chance, as a linear head on a random frozen
 'paper': 224 px, width ×1, 50 epochs.
 """
 
-from configs import classifier
+from configs import classifier, common
 
 PRESETS = ("cpu", "paper")
 
 
 def get_config(preset=None):
-  preset = preset or "cpu"
-  if preset not in PRESETS:
-    raise ValueError(f"unknown preset {preset!r}; expected one of {PRESETS} (configs/<x>.py:<preset>)")
+  preset = common.parse_preset(preset, PRESETS)
   paper = preset == "paper"
   c = classifier.get_config()
   c.preset = preset

@@ -3,7 +3,7 @@
   python main.py --config=configs/cxr_resnet18_exp.py --workdir=runs/cxr_resnet18_exp
   python main.py --config=configs/cxr_resnet18_exp.py:paper --workdir=runs/cxr_resnet18_exp_paper
 
-Task 'cxr_recipe' (prepnet_jax/train/cxr_recipes.py: the classifier task plus early stopping).
+Task 'cxr_recipe' (prepnet_jax/tasks/classifier/recipes.py: the classifier task plus early stopping).
 Recipe (reference/cxr_papers.md §003.2.1, §003.3, §003.8): COVID-19 / pneumonia / normal
 (`label3`), vanilla ResNet18 with BatchNorm momentum 0.5, SGD with ExponentialLR(γ 0.9)
 stepped once per epoch, class-weighted cross-entropy, training stopped once the validation
@@ -20,15 +20,13 @@ pediatric site has 130 training images and is hard at 64 px (a small CNN with Ad
 'paper': 384 px, width ×1.
 """
 
-from configs import classifier
+from configs import classifier, common
 
 PRESETS = ("cpu", "paper")
 
 
 def get_config(preset=None):
-  preset = preset or "cpu"
-  if preset not in PRESETS:
-    raise ValueError(f"unknown preset {preset!r}; expected one of {PRESETS} (configs/<x>.py:<preset>)")
+  preset = common.parse_preset(preset, PRESETS)
   paper = preset == "paper"
   c = classifier.get_config()
   c.task = "cxr_recipe"

@@ -4,7 +4,7 @@
   python main.py --config=configs/cxr_resnet50_onecycle.py:paper --workdir=runs/cxr_resnet50_onecycle_paper \
     --config.model.pretrained_path=/path/resnet50_weights_tf_dim_ordering_tf_kernels.h5
 
-Task 'cxr_recipe' (prepnet_jax/train/cxr_recipes.py). Recipe (reference/cxr_papers.md §004.3):
+Task 'cxr_recipe' (prepnet_jax/tasks/classifier/recipes.py). Recipe (reference/cxr_papers.md §004.3):
 binary COVID-positive vs -negative, ImageNet ResNet50 with a new Linear(2048 → 2) + softmax,
 Adam (0.9, 0.999), no weight decay or dropout, batch 16. Phase 1 (`<workdir>/head_only`):
 5 epochs training only the new layer at a constant lr 1e-3. Phase 2 (`<workdir>/finetune`,
@@ -26,15 +26,13 @@ COVIDx COVID images come from other sources than its negatives).
 'paper': 224 px, width ×1, 5 + 30 epochs.
 """
 
-from configs import classifier
+from configs import classifier, common
 
 PRESETS = ("cpu", "paper")
 
 
 def get_config(preset=None):
-  preset = preset or "cpu"
-  if preset not in PRESETS:
-    raise ValueError(f"unknown preset {preset!r}; expected one of {PRESETS} (configs/<x>.py:<preset>)")
+  preset = common.parse_preset(preset, PRESETS)
   paper = preset == "paper"
   c = classifier.get_config()
   c.task = "cxr_recipe"

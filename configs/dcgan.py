@@ -22,7 +22,7 @@ def get_config(preset=None):
     c.sample_every = 100
   else:
     c.model.width_multiplier = 0.25
-    c.g_optim.learning_rate = 1e-3   # G 5× D: with 44 images and 2e-4 the D wins within 25 steps
+    c.optim.g.learning_rate = 1e-3   # G 5× D: with 44 images and 2e-4 the D wins within 25 steps
     c.num_steps = 300
     c.sample_every = 50
     c.save_every = 100

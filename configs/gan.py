@@ -17,62 +17,45 @@ This file also holds `generative_base`, the data/loop/metric fields every genera
 
 import ml_collections
 
+from configs import common
+
 PRESETS = ("cpu", "thesis")
 
 
 def adam(learning_rate, b1=0.5, b2=0.999):
-  """Keras-style Adam (ε 1e-7); the fields of `optimizers.make_optimizer`."""
-  return ml_collections.ConfigDict(dict(
-      name="adam", learning_rate=learning_rate, b1=b1, b2=b2, eps=1e-7, rms_decay=0.9, momentum=0.0,
-      weight_decay=0.0, grad_clip=0.0, schedule="constant"))
+  """Keras-style Adam (ε 1e-7), constant learning rate, no weight decay or clipping."""
+  return common.optim("adam", learning_rate, b1=b1, b2=b2, eps=1e-7, momentum=0.0)
 
 
 def rmsprop(learning_rate):
-  """Keras RMSprop (ρ 0.9, ε 1e-7), the WGAN optimizer."""
-  c = adam(learning_rate)
-  c.name = "rmsprop"
-  return c
+  """Keras RMSprop (ρ 0.9, ε 1e-7, no momentum), the WGAN optimizer."""
+  return common.optim("rmsprop", learning_rate, b1=0.5, b2=0.999, eps=1e-7, momentum=0.0, rms_decay=0.9)
 
 
 def generative_base(task: str, preset: str | None) -> ml_collections.ConfigDict:
   """Data, preprocessing, loop and metric fields shared by the generative configs."""
-  preset = preset or "cpu"
-  if preset not in PRESETS:
-    raise ValueError(f"unknown preset {preset!r}; expected one of {PRESETS} (configs/<x>.py:<preset>)")
+  preset = common.parse_preset(preset, PRESETS)
   thesis = preset == "thesis"
   c = ml_collections.ConfigDict()
   c.task = task
   c.seed = 0
   c.preset = preset
 
-  c.data = ml_collections.ConfigDict()
-  c.data.source = "phantom_cxr/covidx"
-  c.data.split = "train"
-  c.data.label_key = "label"        # 1 = COVID; 'label3' for normal/pneumonia/COVID
-  c.data.class_filter = [1]         # train on these labels only ([] = all): COVID-positive, as the thesis
-  c.data.balance_fraction = 0.0     # >0: that share of every batch has label 1 (CGAN: 0.5)
-  c.data.phantom_backend = "tfds"   # prepared once into tfds_dir; 'memory' regenerates it (tests)
-  c.data.phantom_seed = 0
-  c.data.phantom_overrides = {}
-  c.data.tfds_dir = ""
-  c.data.manual_dir = ""
-
-  c.preprocess = ml_collections.ConfigDict()
-  c.preprocess.image_size = 64
-  c.preprocess.channels = 1
-  c.preprocess.grayscale = False
-  c.preprocess.equalize = False
-  c.preprocess.value_range = "symmetric"  # [-1, 1], the generators' tanh range
-  c.preprocess.resize_method = "bicubic"  # Pillow's default in the thesis code
-  c.preprocess.augment = ml_collections.ConfigDict(dict(
-      crop_resize=0, crop_margin=0, hflip=False, affine_degrees=0.0, affine_translate=0.0,
-      affine_scale=0.0, brightness=0.0, contrast=0.0))
+  c.data = common.data(
+      "phantom_cxr/covidx",
+      label_key="label",            # 1 = COVID; 'label3' for normal/pneumonia/COVID
+      class_filter=[1],             # train on these labels only ([] = all): COVID-positive, as the thesis
+      balance_fraction=0.0,         # >0: that share of every batch has label 1 (CGAN: 0.5)
+  )
+  c.preprocess = common.preprocess(
+      64, 1, "symmetric",           # [-1, 1], the generators' tanh range
+      grayscale=False, resize_method="bicubic")  # bicubic: Pillow's default in the thesis code
 
   c.batch_size = 32
   c.num_steps = 10000 if thesis else 600
   c.sample_every = 500 if thesis else 100
   c.save_every = 500 if thesis else 200
-  c.log_every = 50 if thesis else 25
+  c.log_every_steps = 50 if thesis else 25
   c.num_grid_images = 25            # 5×5 grid of fixed latents
   c.keep_checkpoints = 0            # 0 = keep every checkpoint (restart from any of them)
   c.resume_step = -1                # -1 = latest; k = restart from step k (second wind)
@@ -116,8 +99,9 @@ def gan_model(kind: str) -> ml_collections.ConfigDict:
 def get_config(preset=None):
   c = generative_base("gan", preset)
   c.model = gan_model("gan")
-  c.g_optim = adam(2e-4)
-  c.d_optim = adam(2e-4)
+  c.optim = ml_collections.ConfigDict()
+  c.optim.g = adam(2e-4)
+  c.optim.d = adam(2e-4)
   c.n_critic = 1                    # D steps per G step (Goodfellow's k)
   c.g_loss = "ns"                   # 'ns' | 'minimax'
   c.clip_value = 0.01               # WGAN only

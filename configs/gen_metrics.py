@@ -6,7 +6,7 @@
       --config.generated.workdir=runs/gan --config.generated.num_images=1000
 
 Real set: the phantom's 'covidx' CXR site, train split (a per-class generator:
---config.real.labels='(1,)'). Extractors: 'inception' (real FID; needs a local weights file,
+--config.real.labels='(1,)'; another set: --config.data.train=<dataset> --config.data.train_split=<split>). Extractors: 'inception' (real FID; needs a local weights file,
 --config.inception.weights_path=pt_inception-2015-12-05.npz, see
 prepnet_jax/models/inception_v3.py for how to make it) and 'randinit'. Without the weights
 file, 'inception' falls back to 'randinit' (allow_fallback=True, logged; records read
@@ -19,6 +19,8 @@ Expected: each value printed next to its real-vs-real noise floor.
 """
 
 import ml_collections
+
+from configs import common
 
 
 def get_config():
@@ -33,22 +35,15 @@ def get_config():
   c.generated.num_images = 1000         # 0 = every file of `folder`
   c.generated.label = -1                # class of a conditional generator; -1 = unconditional
 
+  # The real set: split `data.train_split` of `data.train` (was real.dataset / real.split /
+  # real.label_key), and how it is filtered and matched.
+  c.data = common.data("phantom_cxr/covidx")
   c.real = ml_collections.ConfigDict()
-  c.real.dataset = "phantom_cxr/covidx"
-  c.real.split = "train"
-  c.real.label_key = "label"
   c.real.labels = ()                    # class filter, e.g. (1,) = COVID positives only
   c.real.max_images = 2000              # seeded random subset when larger; 0 = all
   c.real.match_generated = True         # resize reals to the generated size/channels first
   c.real.resize_method = "bicubic"
 
-  c.data = ml_collections.ConfigDict()
-  c.data.phantom_backend = "tfds"       # 'memory' generates the phantom on the fly (tests)
-  c.data.phantom_seed = 0
-  c.data.phantom_overrides = {}
-  c.data.tfds_dir = ""                  # '' = ~/tensorflow_datasets
-  c.data.manual_dir = ""
-  c.data.on_corrupt = "skip"
 
   c.extractors = "inception,randinit"   # comma-separated specs of feature_extractors.get_extractor
   c.allow_fallback = True               # missing Inception weights -> `fallback_extractor`, logged

@@ -6,7 +6,7 @@ E_cov, batch 4, the reproduced schedule's epochs 20 / 2 / 50 / 30, two datasets.
 
 ImageNet weights load from local Keras .h5 files (never downloaded). With the real datasets:
 --config.data.manual_dir=/data (expects /data/sars_cov2_ct, /data/ucsd_covid_ct) and
---config.data.datasets='("sars_cov2_ct","ucsd_covid_ct")' --config.cov_train_sets='(("sars_cov2_ct",),("ucsd_covid_ct",))'.
+--config.data.train='("sars_cov2_ct","ucsd_covid_ct")' --config.cov_train_sets='(("sars_cov2_ct",),("ucsd_covid_ct",))'.
 Expected on the real data (thesis Table 4.3 reproduction): Within ≈ 0.81, Cross ≈ 0.49.
 """
 
@@ -29,14 +29,14 @@ def get_config():
     net.name = "vgg19"
     net.kwargs = {"head_type": "mlp", "dropout_rate": 0.5}
   c.batch_size = 4
-  c.optim_ae.learning_rate = 1e-4
-  c.optim_img.learning_rate = 1e-4
-  c.optim_cov.learning_rate = 1e-4
-  c.epochs.ae_warmup, c.epochs.img_warmup, c.epochs.adversarial, c.epochs.cov = 20, 2, 50, 30
-  c.epochs.ae_pretrain, c.epochs.img_pretrain = 50, 5
-  c.epochs.joint, c.epochs.four_step, c.epochs.end_to_end = 20, 70, 30
-  c.epochs.diag_cov, c.epochs.diag_ae = 10, 20
-  c.data.datasets = ("phantom_ct/sars", "phantom_ct/ucsd")
+  for optim in (c.optim.ae, c.optim.img, c.optim.cov):
+    optim.learning_rate = 1e-4
+  e = c.num_epochs
+  e.ae_warmup, e.img_warmup, e.adversarial, e.cov = 20, 2, 50, 30
+  e.ae_pretrain, e.img_pretrain = 50, 5
+  e.joint, e.four_step, e.end_to_end = 20, 70, 30
+  e.diag_cov, e.diag_ae = 10, 20
+  c.data.train = ("phantom_ct/sars", "phantom_ct/ucsd")
   c.cov_train_sets = (("phantom_ct/sars",), ("phantom_ct/ucsd",))
   c.rows = (dict(name="PrepNet reproduction", overrides={}),)
   c.baseline_row = "PrepNet reproduction"

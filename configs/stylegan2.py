@@ -11,7 +11,9 @@ kimg 12 (real/real noise floor 1.0). Rerunning the same command after an interru
 from the last checkpoint and ends bit-identical to an uninterrupted run. Results:
 `reports/metrics_history.json`, TensorBoard in the workdir.
 
-Presets (`--config.preset=`; any field set on the command line overrides the preset):
+Presets (`--config.preset=`; any field set on the command line overrides the preset: the
+resolution is `preprocess.image_size`, the training fields (`batch_size`, `total_kimg`,
+`snapshot_kimg`, `checkpoint_kimg`, `lr`, `r1_gamma`, `ema_kimg`, ...) sit at the top level):
   low_shot  DiffAugment-stylegan2-pytorch: 256², 300 kimg, batch 8, γ 10, fmaps 1 (a GPU run)
   paper256  StyleGAN2-ADA paper256: batch 64, γ 1, 25000 kimg
   auto      StyleGAN2-ADA 'auto' formulas of resolution and device count
@@ -24,6 +26,9 @@ Seed 004 trains one unconditional generator per class (COVID-positive and negati
 The conditional alternative (one model, label embedding in G, projection in D):
   python main.py --config=configs/stylegan2.py --config.data.conditional=True --workdir=runs/sg2_cond
 
+Branch from a checkpoint of another run (same architecture):
+  --config.resume_workdir=runs/stylegan2 --config.resume_step=375 --workdir=runs/sg2_from375
+
 Seed 004 leaves the StyleGAN version, resolution, γ, policy and kimg unstated; preset low_shot
 and the default policy follow DiffAugment's low-shot recipe. Horizontal mirroring is off: chest
 anatomy is not left-right symmetric. Cutout is known to leak into samples (data-efficient-gans
@@ -31,6 +36,8 @@ anatomy is not left-right symmetric. Cutout is known to leak into samples (data-
 """
 
 import ml_collections
+
+from configs import common
 
 
 def _unset(field_type):
@@ -43,23 +50,18 @@ def get_config():
   c.task = "stylegan2"
   c.seed = 0
   c.preset = "small"                # small | low_shot | paper256 | auto
-  c.resolution = _unset(int)        # power of two, 32..1024 (small: 32, others: 256)
-  c.channels = 1                    # 1 (native grayscale) or 3
 
-  c.data = ml_collections.ConfigDict()
-  c.data.source = "phantom_cxr/covidx"
-  c.data.split = "train"
-  c.data.label_key = "label"        # 1 = COVID-positive
-  c.data.num_classes = 2
-  c.data.class_filter = _unset(int)   # e.g. 1: a generator of COVID-positive images only
-  c.data.conditional = False
-  c.data.equalize = False
-  c.data.resize_method = "lanczos"
-  c.data.phantom_backend = "memory"
-  c.data.phantom_seed = 0
-  c.data.phantom_overrides = {}
-  c.data.tfds_dir = ""
-  c.data.manual_dir = ""
+  c.data = common.data(
+      "phantom_cxr/covidx",
+      label_key="label",            # 1 = COVID-positive
+      num_classes=2,
+      class_filter=_unset(int),     # e.g. 1: a generator of COVID-positive images only
+      conditional=False,
+      phantom_backend="memory",
+  )
+  c.preprocess = common.preprocess(
+      _unset(int), 1, "symmetric",  # image_size: power of two, 32..1024 (small: 32, others: 256)
+      grayscale=False, resize_method="lanczos")  # channels: 1 (native grayscale) or 3
 
   c.model = ml_collections.ConfigDict()
   c.model.z_dim = _unset(int)
@@ -72,26 +74,28 @@ def get_config():
   c.model.mapping_lr_multiplier = 0.01
   c.model.w_avg_beta = 0.995
 
-  c.train = ml_collections.ConfigDict()
-  c.train.batch_size = _unset(int)
-  c.train.total_kimg = _unset(float)
-  c.train.snapshot_kimg = _unset(float)
-  c.train.checkpoint_kimg = _unset(float)   # checkpoints between snapshots (cheap; bounds lost work)
-  c.train.lr = _unset(float)
-  c.train.r1_gamma = _unset(float)
-  c.train.ema_kimg = _unset(float)      # EMA half-life of G in thousands of images
-  c.train.ema_rampup = _unset(float)    # 0 = no ramp-up
-  c.train.adam_beta1 = 0.0
-  c.train.adam_beta2 = 0.99
-  c.train.adam_eps = 1e-8
-  c.train.d_reg_interval = 16           # lazy R1; 0 = every step inside the main loss
-  c.train.g_reg_interval = 4            # lazy path length; 0 = every step
-  c.train.pl_weight = 2.0               # 0 turns path-length regularisation off
-  c.train.pl_decay = 0.01
-  c.train.pl_batch_shrink = 2
-  c.train.style_mixing_prob = 0.9
-  c.train.log_every_steps = 50
-  c.train.keep_checkpoints = 2
+  # Training, counted in thousands of images (kimg) as the reference does.
+  c.batch_size = _unset(int)
+  c.total_kimg = _unset(float)
+  c.snapshot_kimg = _unset(float)
+  c.checkpoint_kimg = _unset(float)     # checkpoints between snapshots (cheap; bounds lost work)
+  c.lr = _unset(float)                  # Adam of G and D (the lazy phases scale it by I/(I+1))
+  c.adam_beta1 = 0.0
+  c.adam_beta2 = 0.99
+  c.adam_eps = 1e-8
+  c.r1_gamma = _unset(float)
+  c.ema_kimg = _unset(float)            # EMA half-life of G in thousands of images
+  c.ema_rampup = _unset(float)          # 0 = no ramp-up
+  c.d_reg_interval = 16                 # lazy R1; 0 = every step inside the main loss
+  c.g_reg_interval = 4                  # lazy path length; 0 = every step
+  c.pl_weight = 2.0                     # 0 turns path-length regularisation off
+  c.pl_decay = 0.01
+  c.pl_batch_shrink = 2
+  c.style_mixing_prob = 0.9
+  c.log_every_steps = 50
+  c.keep_checkpoints = 2
+  c.resume_step = -1                    # -1 = latest; k = restart from step k (with resume_workdir)
+  c.resume_workdir = ""                 # run to branch from ('' = this workdir)
 
   c.diffaugment = ml_collections.ConfigDict()
   c.diffaugment.policy = "color,translation,cutout"   # groups or single ops, '' = none

@@ -5,7 +5,7 @@ are the reconstruction metric.
   python main.py --config=configs/vaegan.py --workdir=runs/vaegan
 
 Losses: encoder KL + L_feat; decoder feature_weight · L_feat + NS-GAN; D BCE on real,
-reconstructed and prior samples (see prepnet_jax/train/vaegan.py). Optional equilibrium
+reconstructed and prior samples (see prepnet_jax/tasks/generative/vaegan.py). Optional equilibrium
 gating (lucabergamini): --config.equilibrium_gating=True.
 CPU-fast default: 64×64, width ×0.25, z 128, Adam 2e-4/β1 0.5, 300 iterations, about 2–3 min
 on 2 CPU cores; expected fd_randinit ≈ 125 → ≈ 25.
@@ -22,13 +22,15 @@ def get_config(preset=None):
   c = gan.generative_base("vaegan", preset)
   thesis = c.preset == "thesis"
   c.model = ml_collections.ConfigDict(dict(
+      kind="vaegan",
       latent_dim=512 if thesis else 128,
       width_multiplier=1.0 if thesis else 0.25,
       dcgan_width=64,
       d_norm="batchnorm",
   ))
-  c.optim = gan.adam(2e-4)          # encoder and decoder (separate optimizer states)
-  c.d_optim = gan.adam(2e-4)
+  c.optim = ml_collections.ConfigDict()
+  c.optim.g = gan.adam(2e-4)        # encoder and decoder (one optimizer state each)
+  c.optim.d = gan.adam(2e-4)
   c.kl_weight = 1.0
   c.feature_weight = 1.0            # γ: feature error vs GAN term in the decoder loss
   c.recon_weight = 0.0              # pixel MSE on top of the feature loss (Larsen: 0)

@@ -20,13 +20,13 @@ def get_config(preset=None):
   c.model.conv_d_filters = (16, 32, 64, 128)
   c.model.d_dropout = 0.25
   c.n_critic = 5
-  c.g_optim = gan.rmsprop(5e-5)
-  c.d_optim = gan.rmsprop(5e-5)
+  c.optim.g = gan.rmsprop(5e-5)
+  c.optim.d = gan.rmsprop(5e-5)
   if c.preset == "thesis":
     c.sample_every = 100
   else:
     c.model.width_multiplier = 0.25
-    c.g_optim.learning_rate = c.d_optim.learning_rate = 5e-4
+    c.optim.g.learning_rate = c.optim.d.learning_rate = 5e-4
     c.num_steps = 200
     c.sample_every = 50
     c.save_every = 100

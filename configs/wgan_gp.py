@@ -19,9 +19,9 @@ def get_config(preset=None):
   c.model.d_norm = "none"
   c.gp_weight = 10.0
   if c.preset == "thesis":
-    c.g_optim = gan.rmsprop(5e-5)
-    c.d_optim = gan.rmsprop(5e-5)
+    c.optim.g = gan.rmsprop(5e-5)
+    c.optim.d = gan.rmsprop(5e-5)
   else:
-    c.g_optim = gan.adam(1e-4, b1=0.5, b2=0.9)
-    c.d_optim = gan.adam(1e-4, b1=0.5, b2=0.9)
+    c.optim.g = gan.adam(1e-4, b1=0.5, b2=0.9)
+    c.optim.d = gan.adam(1e-4, b1=0.5, b2=0.9)
   return c

@@ -34,5 +34,5 @@ def tiny_classifier_config(**overrides):
   c.model.width_multiplier = 0.5
   c.batch_size = 16
   c.num_epochs = 2
-  c.log_every = 1
+  c.log_every_steps = 1
   return set_fields(c, overrides)

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 
 from helpers import load_config, set_fields
+from prepnet_jax.eval import classify
 from prepnet_jax.data import datasets, pipeline
-from prepnet_jax.tasks.augment_experiment import job as ae
-from prepnet_jax.tasks.classifier import train as classifier
+from prepnet_jax.tasks.augment_experiment import arms, generators, job as ae
+from prepnet_jax.tasks.augment_experiment import report as aug_report
 from prepnet_jax.tasks.generative import gan
-from prepnet_jax.tasks.generative import common as gen_common
+from prepnet_jax.runtime import rundir
 
 # 60 patients: both classes in the val/test splits and on the external site.
 TINY_CXR = {"num_patients": 60, "image_size": 32}
@@ -26,7 +27,7 @@ def tiny_config(**overrides):
   c.seeds = (0,)
   c.num_epochs = 1
   c.batch_size = 16
-  c.log_every = 1
+  c.log_every_steps = 1
   c.gradcam.num_images = 4
   g = c.generator.train
   g.num_steps, g.save_every, g.sample_every, g.batch_size, g.fd.num_fake = 2, 2, 2, 8, 16
@@ -49,7 +50,7 @@ def test_every_arm_is_reported_with_calibration_and_gradcam(experiment, capsys):
   reports = os.path.join(workdir, "reports")
   with open(os.path.join(reports, "augment_results.json")) as f:
     saved = json.load(f)
-  assert list(saved["arms"]) == list(ae.ARMS)
+  assert list(saved["arms"]) == list(arms.ARMS)
   # COVID is filled up to the non-COVID count (74 vs 14 real training images) in every augmented arm.
   assert saved["train"]["per_class"] == [74, 14] and saved["extra_per_class"] == [0, 60]
   assert saved["arms"]["none"]["train_per_class"] == [74, 14]
@@ -75,7 +76,7 @@ def test_every_arm_is_reported_with_calibration_and_gradcam(experiment, capsys):
   for heading in ("## Internal test: phantom_cxr/covidx:test (n = 16)", "## External site: phantom_cxr/ulm:all (n = 120)",
                   "## Calibration"):
     assert heading in table
-  for arm in ae.ARMS:
+  for arm in arms.ARMS:
     assert table.count(f"| {arm} |") == 3  # internal, external and calibration rows
   events = b"".join(open(p, "rb").read() for p in glob.glob(os.path.join(workdir, "events.out.tfevents.*")))
   assert b"gradcam/synthetic/external" in events and b"gradcam/none/internal" in events
@@ -91,8 +92,8 @@ def test_generator_is_trained_on_training_patients_only(experiment):
   assert generator["class_filter"] == [1] and generator["num_images"] == 14
   assert generator["overlap_patients"] == {"val": 0, "internal": 0, "external": 0}
   # Independently of the module: the generator's own config names only training patients.
-  g = gen_common.read_config(os.path.join(workdir, "generators", "class_1"))
-  seen = _patients(g.data.source, g.data.split, g.data)
+  g = rundir.read_config(os.path.join(workdir, "generators", "class_1"))
+  seen = _patients(g.data.train, g.data.train_split, g.data)
   for ref, split in (("phantom_cxr/covidx", "val"), ("phantom_cxr/covidx", "test"), ("phantom_cxr/ulm", "all")):
     assert not seen & _patients(ref, split, config.data)
   assert "never saw evaluation patients (asserted)" in open(os.path.join(workdir, "reports", "augment_table.md")).read()
@@ -100,9 +101,9 @@ def test_generator_is_trained_on_training_patients_only(experiment):
 
 def test_generator_that_saw_test_patients_is_refused_unless_allowed(experiment, tmp_path):
   config, _, _ = experiment
-  leaky = tiny_config(**{"generator.data_split": "test", "generator.train.batch_size": 2})
+  leaky = tiny_config(**{"generator.data_train_split": "test", "generator.train.batch_size": 2})
   leaky_dir = str(tmp_path / "leaky_generator")
-  gan.train_and_evaluate(ae.generator_training_config(leaky, 1), leaky_dir)
+  gan.train_and_evaluate(generators.generator_training_config(leaky, 1), leaky_dir)
   refused = tiny_config(**{"generator.workdirs": ("", leaky_dir), "arms": ("synthetic",)})
   with pytest.raises(AssertionError, match="covidx-p.*evaluation set 'internal'"):
     ae.train_and_evaluate(refused, str(tmp_path / "refused"))
@@ -118,10 +119,10 @@ def test_generator_that_saw_test_patients_is_refused_unless_allowed(experiment, 
 
 def test_oversampling_arm_balances_classes_with_real_duplicates():
   config = tiny_config()
-  real = ae.FieldsSource(classifier.load_split(config, config.data.train, "train"))
+  real = arms.FieldsSource(classify.load_split(config, config.data.train, "train"))
   labels = pipeline.column(real, "label")
-  counts = ae.extra_counts(labels, config.extra.per_class, 2)
-  source = ae.arm_training_source("oversample", real, counts, config, [], seed=0)
+  counts = arms.extra_counts(labels, config.extra.per_class, 2)
+  source = arms.arm_training_source("oversample", real, counts, config, [], seed=0)
   assert np.bincount(pipeline.column(source, "label")).tolist() == [74, 74]
   covid = [np.asarray(real[i]["image"]) for i in np.flatnonzero(labels == 1)]
   uses = np.zeros(len(covid), int)
@@ -136,9 +137,9 @@ def test_oversampling_arm_balances_classes_with_real_duplicates():
 
 def test_classical_arm_draws_keras_style_variants_of_the_requested_class():
   config = tiny_config()
-  real = ae.FieldsSource(classifier.load_split(config, config.data.train, "train"))
+  real = arms.FieldsSource(classify.load_split(config, config.data.train, "train"))
   labels = pipeline.column(real, "label")
-  extra = ae.classical_images(real, np.asarray([3, 30]), "B", seed=0)
+  extra = arms.classical_images(real, np.asarray([3, 30]), "B", seed=0)
   assert np.bincount(extra.column("label")).tolist() == [3, 30]
   originals = {int(i): np.asarray(real[int(i)]["image"]) for i in range(len(real))}
   for k in range(len(extra)):
@@ -146,37 +147,37 @@ def test_classical_arm_draws_keras_style_variants_of_the_requested_class():
     assert image.shape == originals[0].shape and image.dtype == np.uint8
     assert not any(np.array_equal(image, o) for o in originals.values())
   # Same seed, same images; another seed, other images.
-  again = ae.classical_images(real, np.asarray([3, 30]), "B", seed=0)
+  again = arms.classical_images(real, np.asarray([3, 30]), "B", seed=0)
   assert all(np.array_equal(a, b) for a, b in zip(extra.arrays["image"], again.arrays["image"]))
-  other = ae.classical_images(real, np.asarray([3, 30]), "B", seed=1)
+  other = arms.classical_images(real, np.asarray([3, 30]), "B", seed=1)
   assert not np.array_equal(extra.arrays["image"][0], other.arrays["image"][0])
   with pytest.raises(ValueError, match="classical.preset='C'"):
-    ae.classical_images(real, np.asarray([0, 1]), "C", seed=0)
+    arms.classical_images(real, np.asarray([0, 1]), "C", seed=0)
   assert labels.size == len(real)
 
 
 def test_synthetic_images_come_from_the_class_generator(experiment):
   _, workdir, _ = experiment
-  generator = ae.Generator(os.path.join(workdir, "generators", "class_1"), 1, True)
-  extra = ae.synthetic_images([generator], np.asarray([0, 5]), -1, seed=3)
+  generator = arms.Generator(os.path.join(workdir, "generators", "class_1"), 1, True)
+  extra = arms.synthetic_images([generator], np.asarray([0, 5]), -1, seed=3)
   assert extra.column("label").tolist() == [1] * 5
   assert extra[0]["image"].shape == (32, 32, 1) and extra[0]["image"].dtype == np.uint8
   assert extra[4]["patient"] == "synthetic/class1/4"
   with pytest.raises(ValueError, match="no generator for class 0"):
-    ae.synthetic_images([generator], np.asarray([2, 0]), -1, seed=3)
+    arms.synthetic_images([generator], np.asarray([2, 0]), -1, seed=3)
 
 
 def test_extra_counts_fill_up_or_take_the_given_numbers():
   labels = np.asarray([0] * 7 + [1] * 2 + [2] * 4)
-  assert ae.extra_counts(labels, (0, 0, -1), 3).tolist() == [0, 0, 3]
-  assert ae.extra_counts(labels, (-1, -1, -1), 3).tolist() == [0, 5, 3]
-  assert ae.extra_counts(labels, (0, 312, 5), 3).tolist() == [0, 312, 5]
+  assert arms.extra_counts(labels, (0, 0, -1), 3).tolist() == [0, 0, 3]
+  assert arms.extra_counts(labels, (-1, -1, -1), 3).tolist() == [0, 5, 3]
+  assert arms.extra_counts(labels, (0, 312, 5), 3).tolist() == [0, 312, 5]
   with pytest.raises(ValueError, match="expected 3 integers"):
-    ae.extra_counts(labels, (0, -1), 3)
+    arms.extra_counts(labels, (0, -1), 3)
   with pytest.raises(ValueError, match="extra.per_class"):
-    ae.extra_counts(labels, (0, -2, 0), 3)
+    arms.extra_counts(labels, (0, -2, 0), 3)
 
 
 def test_mean_std_uses_sample_std_over_seeds():
-  assert ae.mean_std([0.5, 0.7, 0.9]) == pytest.approx({"mean": 0.7, "std": 0.2, "n": 3})
-  assert ae.mean_std([0.5, float("nan")]) == {"mean": 0.5, "std": 0.0, "n": 1}
+  assert aug_report.mean_std([0.5, 0.7, 0.9]) == pytest.approx({"mean": 0.7, "std": 0.2, "n": 3})
+  assert aug_report.mean_std([0.5, float("nan")]) == {"mean": 0.5, "std": 0.0, "n": 1}

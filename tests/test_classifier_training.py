@@ -14,6 +14,7 @@ import pytest
 
 from helpers import REPO, tiny_classifier_config
 from prepnet_jax.runtime import checkpointing, checks
+from prepnet_jax.models import classifier_factory
 from prepnet_jax.tasks.classifier import train as classifier
 
 
@@ -115,8 +116,8 @@ def test_non_finite_loss_stops_with_step_and_keeps_checkpoint(tmp_path):
   ckpt = checkpointing.Checkpointer(str(tmp_path / "checkpoints"))
   assert ckpt.latest_step() == good
   # The last good checkpoint restores to finite parameters.
-  model = classifier.build_model(config)
+  model = classifier_factory.build_classifier(config)
   import jax
-  state = classifier.create_state(config, model, jax.random.key(0), 1, 1)
+  state = classifier_factory.create_classifier_state(config, model, jax.random.key(0), 1, 1)
   restored, _ = ckpt.restore(state)
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(restored.params))

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from helpers import load_config, set_fields
+from prepnet_jax.eval import classify
 from prepnet_jax.data import pipeline
 from prepnet_jax.runtime import checkpointing
+from prepnet_jax.models import classifier_factory
 from prepnet_jax.tasks.classifier import train as classifier
 from prepnet_jax.tasks.classifier import recipes as cxr_recipes
 from prepnet_jax.runtime import optimizers
@@ -39,7 +41,7 @@ def tiny(name: str, preset=None, **overrides):
   crop = c.preprocess.augment.crop_resize  # keep the recipe's resize-then-crop ratio at 32 px
   c.preprocess.augment.crop_resize = round(crop * 32 / c.preprocess.image_size) if crop else 0
   c.preprocess.image_size = 32
-  c.log_every = 1
+  c.log_every_steps = 1
   return set_fields(c, overrides)
 
 
@@ -66,11 +68,11 @@ def test_recipe_config_has_the_papers_schedule(name):
     value = schedule(epoch * steps_per_epoch + step) if callable(schedule) else schedule
     assert float(value) == pytest.approx(lr, rel=1e-4, abs=1e-9), (epoch, step)
   # The paper preset's model builds at the paper's resolution (shapes only, nothing computed).
-  model = classifier.build_model(paper)
+  model = classifier_factory.build_classifier(paper)
   size = paper.preprocess.image_size
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False))
   logits = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((1, size, size, 3)), train=False), shapes)
-  assert logits.shape == (1, classifier.num_outputs(paper))
+  assert logits.shape == (1, classifier_factory.num_outputs(paper))
 
 
 def test_paper_settings_of_each_study():
@@ -98,7 +100,7 @@ def test_paper_settings_of_each_study():
 def test_recipe_takes_one_real_step(name, width):
   """One batch of the recipe's own pipeline (balance, class weights) through its optimizer."""
   config = tiny(name, **{"model.width_multiplier": width})
-  train = classifier.load_split(config, config.data.train, "train")
+  train = classify.load_split(config, config.data.train, "train")
   source, preprocess = classifier.training_inputs(config, train)
   balance = tuple(config.data.balance)
   dataset = pipeline.train_dataset(source, preprocess, int(config.batch_size), seed=0,
@@ -109,7 +111,7 @@ def test_recipe_takes_one_real_step(name, width):
   weights = config.class_weights
   class_weights = None if weights == "none" else jnp.asarray(
       pipeline.class_weights(pipeline.column(source, "label"), int(config.data.num_classes), weights))
-  state = classifier.create_state(config, classifier.build_model(config), jax.random.key(0), 10, 10)
+  state = classifier_factory.create_classifier_state(config, classifier_factory.build_classifier(config), jax.random.key(0), 10, 10)
   before = jax.device_get(state.params)
   state, scalars = classifier.train_step(state, {"image": batch["image"], "label": batch["label"]},
                                               class_weights)
@@ -121,10 +123,10 @@ def test_recipe_takes_one_real_step(name, width):
 
 def test_deepcovid_trains_only_the_head(tmp_path):
   config = tiny("cxr_deepcovid", num_epochs=1, **{"model.width_multiplier": 0.125})
-  train = classifier.load_split(config, config.data.train, "train")
-  val = classifier.load_split(config, config.data.train, "val")
+  train = classify.load_split(config, config.data.train, "train")
+  val = classify.load_split(config, config.data.train, "val")
   state, meta = cxr_recipes.fit_recipe(config, str(tmp_path), train, val)
-  init = classifier.create_state(config, classifier.build_model(config), jax.random.key(0), 1, 1)
+  init = classifier_factory.create_classifier_state(config, classifier_factory.build_classifier(config), jax.random.key(0), 1, 1)
   trained = jax.device_get(state)
   backbone_same = jax.tree.map(np.array_equal, jax.device_get(init.params["backbone"]), trained.params["backbone"])
   assert all(jax.tree.leaves(backbone_same)), "a frozen backbone parameter moved"
@@ -141,10 +143,10 @@ def test_seed004_head_only_phase_then_full_finetune(tmp_path):
   (the ResNet50 takes its real step in test_recipe_takes_one_real_step[cxr_resnet50_kth])."""
   config = tiny("cxr_resnet50_onecycle", num_epochs=1, head_only_epochs=1,
                 **{"model.name": "small_cnn", "model.width_multiplier": 0.25})
-  train = classifier.load_split(config, config.data.train, "train")
-  val = classifier.load_split(config, config.data.train, "val")
+  train = classify.load_split(config, config.data.train, "train")
+  val = classify.load_split(config, config.data.train, "val")
   state, meta = cxr_recipes.fit_recipe(config, str(tmp_path), train, val)
-  template = lambda c: jax.device_get(classifier.create_state(c, classifier.build_model(c), jax.random.key(0), 1, 1))
+  template = lambda c: jax.device_get(classifier_factory.create_classifier_state(c, classifier_factory.build_classifier(c), jax.random.key(0), 1, 1))
   init = template(cxr_recipes.head_only_config(config))
   head_state, _ = checkpointing.Checkpointer(str(tmp_path / "head_only" / "best"), 1).restore(init)
   same = lambda a, b: all(jax.tree.leaves(jax.tree.map(np.array_equal, a, b)))
@@ -176,8 +178,8 @@ def test_early_stopping_halts_and_a_rerun_does_not_train(tmp_path, capsys):
   config = tiny("cxr_resnet18_exp", num_epochs=6, early_stopping_patience=1,
                 **{"optim.learning_rate": 0.0, "model.width_multiplier": 0.125,
                    "model.kwargs": {"bn_momentum": 1.0}})
-  train = classifier.load_split(config, config.data.train, "train")
-  val = classifier.load_split(config, config.data.train, "val")
+  train = classify.load_split(config, config.data.train, "train")
+  val = classify.load_split(config, config.data.train, "val")
   _, meta = cxr_recipes.fit_recipe(config, str(tmp_path), train, val)
   assert meta["early_stopping"]["stopped_at_epoch"] == 2 and len(meta["history"]) == 2
   steps = pipeline.steps_per_epoch(train, int(config.batch_size))

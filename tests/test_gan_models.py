@@ -145,7 +145,7 @@ def test_cgan_outputs_depend_on_the_label(conditioning):
 
 
 def test_vae_fc_layout_of_seed_003():
-  cfg = dict(kind="vae_fc", fc_hidden=400, latent_dim=20, recon_loss="bce", conv_filters=(), conv_kernel=5)
+  cfg = dict(kind="vae_fc", width_multiplier=1.0, fc_hidden=400, latent_dim=20, recon_loss="bce", conv_filters=(), conv_kernel=5)
   vae = vae_models.build_vae(ml_collections.ConfigDict(cfg), 100)
   params = _shapes(vae, jnp.zeros((1, 100, 100, 1)), KEY)["params"]
   assert params["enc_hidden"]["kernel"].shape == (10_000, 400)
@@ -214,12 +214,12 @@ def test_thesis_presets_hold_the_thesis_protocol():
     c = module.get_config("thesis")
     assert (c.num_steps, c.batch_size, c.model.latent_dim, c.save_every) == (10000, 32, 100, 500)
     assert c.model.width_multiplier == 1.0 and c.data.class_filter == ([] if module is cgan else [1])
-  assert gan_config.get_config("thesis").g_optim.to_dict() == gan_config.adam(2e-4).to_dict()
+  assert gan_config.get_config("thesis").optim.g.to_dict() == gan_config.adam(2e-4).to_dict()
   assert gan_config.get_config("thesis").sample_every == 500
   assert dcgan.get_config("thesis").model.kind == "dcgan_upsample"
   for module in (wgan, wgan_gp):
     c = module.get_config("thesis")
-    assert (c.n_critic, c.g_optim.name, c.g_optim.learning_rate, c.d_optim.learning_rate) == (5, "rmsprop", 5e-5, 5e-5)
+    assert (c.n_critic, c.optim.g.name, c.optim.g.learning_rate, c.optim.d.learning_rate) == (5, "rmsprop", 5e-5, 5e-5)
   assert wgan.get_config("thesis").clip_value == 0.01 and wgan_gp.get_config("thesis").gp_weight == 10.0
   v = vae.get_config("thesis")
   assert (v.model.kind, v.model.latent_dim, v.optim.learning_rate, v.batch_size) == ("vae_conv", 512, 1e-4, 64)

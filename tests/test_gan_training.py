@@ -50,7 +50,7 @@ def tiny_config(kind: str, **overrides):
   if "n_critic" in c and c.n_critic > 1:
     c.n_critic = 2  # still several critic batches per step, half the graph of 5
   c.batch_size = 4
-  c.num_steps, c.save_every, c.sample_every, c.log_every = 4, 2, 2, 1
+  c.num_steps, c.save_every, c.sample_every, c.log_every_steps = 4, 2, 2, 1
   c.num_grid_images = 4
   c.fd.enabled = False
   c.fd.num_fake = 24
@@ -72,7 +72,7 @@ def _leaves(tree):
 @pytest.mark.parametrize("kind", sorted(CONFIGS))
 def test_one_training_step_of_every_kind_is_finite(kind):
   config = tiny_config(kind)
-  family = gen_common.cached_family(TRAINERS[config.task].make_family, config, sharding.make_mesh())
+  family = gen_common.build_family(TRAINERS[config.task].make_family, config, sharding.make_mesh())
   state = family.init_state(jax.random.key(0))
   before = _leaves(state)
   k = family.batches_per_step
@@ -153,7 +153,7 @@ def test_second_wind_restart_from_an_earlier_checkpoint(uninterrupted, tmp_path)
 
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path):
-  config = tiny_config("gan", **{"d_optim.learning_rate": float("nan"), "save_every": 10})
+  config = tiny_config("gan", **{"optim.d.learning_rate": float("nan"), "save_every": 10})
   with pytest.raises(checks.NonFiniteLossError, match="at step 1"):
     gan_train.train_and_evaluate(config, str(tmp_path))
   assert checkpointing.Checkpointer(str(tmp_path / "checkpoints"), None).all_steps() == [0]

@@ -224,12 +224,12 @@ def test_missing_inception_weights_fall_back_only_when_allowed(tmp_path):
 
 def test_classifier_extractor_from_a_checkpoint(tmp_path):
   from prepnet_jax.runtime import checkpointing
-  from prepnet_jax.tasks.classifier import train as classifier
+  from prepnet_jax.models import classifier_factory
   from tests.helpers import tiny_classifier_config
   config = tiny_classifier_config(**{"preprocess.image_size": 16})
   workdir = tmp_path / "clf"
-  model = classifier.build_model(config)
-  state = jax.jit(lambda: classifier.create_state(config, model, jax.random.key(0), 10, 1000))()
+  model = classifier_factory.build_classifier(config)
+  state = jax.jit(lambda: classifier_factory.create_classifier_state(config, model, jax.random.key(0), 10, 1000))()
   checkpointing.Checkpointer(str(workdir / "checkpoints")).save(1, jax.device_get(state), {})
   (workdir / "config.json").write_text(json.dumps(config.to_dict()))
   extractor = fe.get_extractor(f"classifier:{workdir}", batch_size=8)
@@ -258,7 +258,7 @@ def _job_config(tmp_path, **overrides):
     (real_root / label).mkdir(parents=True)
     for i, img in enumerate(_images(10 + len(label), 30, size=40)):
       Image.fromarray(img[..., 0]).save(real_root / label / f"{label}_patient{i}.png")
-  c.real.dataset = f"folder:{real_root}"
+  c.data.train = f"folder:{real_root}"
   for key, value in overrides.items():
     node = c
     *path, last = key.split(".")

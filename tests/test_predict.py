@@ -22,9 +22,11 @@ from prepnet_jax.data import datasets, export_ct, image_folder, nifti, phantom, 
 from prepnet_jax.eval import calibration
 from prepnet_jax.eval.metrics import as_class_probs
 from prepnet_jax.runtime import checkpointing
+from prepnet_jax.models import classifier_factory
 from prepnet_jax.tasks.classifier import train as classifier
 from prepnet_jax.tasks.predict import job as predict
-from prepnet_jax.tasks.prepnet import job as prepnet
+from prepnet_jax.eval import prepnet_layout
+from prepnet_jax.models import prepnet_networks
 from prepnet_jax.runtime import sharding
 
 ATOL = 1e-5  # the same model on the same pixels; only XLA's batch-1 vs batch-8 rounding differs
@@ -42,7 +44,7 @@ def write_run_config(workdir, config) -> None:
 def make_model_workdir(workdir, **overrides):
   """An initialised, untrained tiny classifier saved like a classifier run: (config, state)."""
   config = tiny_classifier_config(**{"data.phantom_overrides": dict(TINY), **overrides})
-  state = classifier.create_state(config, classifier.build_model(config), jax.random.key(1), 1, 1)
+  state = classifier_factory.create_classifier_state(config, classifier_factory.build_classifier(config), jax.random.key(1), 1, 1)
   checkpointing.Checkpointer(os.path.join(workdir, "best"), 1).save(1, jax.device_get(state), {})
   write_run_config(workdir, config)
   return config, state
@@ -52,7 +54,7 @@ def restore_state(workdir):
   """The trained state, restored with the documented recipe (not through `inference`)."""
   with open(os.path.join(workdir, "config.json")) as f:
     config = ml_collections.ConfigDict(json.load(f))
-  state = classifier.create_state(config, classifier.build_model(config), jax.random.key(0), 1, 1)
+  state = classifier_factory.create_classifier_state(config, classifier_factory.build_classifier(config), jax.random.key(0), 1, 1)
   state, _ = checkpointing.Checkpointer(os.path.join(workdir, "best"), 1).restore(state)
   return state
 
@@ -247,11 +249,11 @@ def prepnet_run(tmp_path_factory):
   for net in (config.e_img, config.e_cov):
     net.name, net.width_multiplier, net.kwargs = "small_cnn", 0.5, {}
   config.rows = [dict(name="Auto-encoder", overrides={"schedule": "ae_only"})]
-  rc = prepnet.row_config(config, config.rows[0], 0, os.path.join(workdir, "shared"))
-  ae = prepnet.make_ae_state(rc, jax.random.key(5), 1)
+  rc = prepnet_layout.row_config(config, config.rows[0], 0)
+  ae = prepnet_networks.make_ae_state(rc, jax.random.key(5), 1)
   ae = ae.replace(batch_stats=jax.tree_util.tree_map(lambda v: v + 0.3, ae.batch_stats))  # not identity-like
-  img = prepnet.make_classifier_state(rc, rc.e_img, len(rc.data.datasets), jax.random.key(6), 1, rc.optim_img)
-  row_dir = os.path.join(workdir, "rows", prepnet.slug("Auto-encoder"), "seed_0", "checkpoints")
+  img = prepnet_networks.make_classifier_state(rc, rc.e_img, len(rc.data.train), jax.random.key(6), 1, rc.optim.img)
+  row_dir = os.path.join(workdir, "rows", prepnet_layout.row_slug("Auto-encoder"), "seed_0", "checkpoints")
   tree = {"ae": jax.device_get(ae), "img": jax.device_get(img), "cov": {}}
   checkpointing.Checkpointer(row_dir, 1).save(1, tree, {"done": ["ae_warmup"], "curves": {}})
   write_run_config(workdir, config)

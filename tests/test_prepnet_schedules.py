@@ -10,13 +10,16 @@ import pytest
 
 from helpers import load_config
 from prepnet_jax.tasks.prepnet import job as prepnet
+from prepnet_jax.eval import prepnet_layout
+from prepnet_jax.models import prepnet_networks
+from prepnet_jax.tasks.prepnet import schedules, training_data
 
 
 def tiny_prepnet_config(rows, **overrides):
   c = load_config("prepnet")
   c.data.phantom_backend = "memory"
   c.data.phantom_overrides = {"num_patients": 30, "image_size": 32}
-  c.data.datasets = ("phantom_ct/sars", "phantom_ct/ucsd")
+  c.data.train = ("phantom_ct/sars", "phantom_ct/ucsd")
   c.cov_train_sets = (("phantom_ct/sars",), ("phantom_ct/ucsd",))
   c.preprocess.image_size = 32
   c.ae.width_multiplier = 0.0625
@@ -24,9 +27,9 @@ def tiny_prepnet_config(rows, **overrides):
   c.e_img.name = c.e_cov.name = "small_cnn"
   c.e_img.kwargs = c.e_cov.kwargs = {}
   c.e_img.width_multiplier = c.e_cov.width_multiplier = 0.25
-  for k in c.epochs:
-    c.epochs[k] = 1
-  c.epochs.four_step = 2
+  for k in c.num_epochs:
+    c.num_epochs[k] = 1
+  c.num_epochs.four_step = 2
   c.batch_size = 32
   c.diagnostics.origin_epochs = 1
   c.diagnostics.origin_width = 0.25
@@ -46,7 +49,7 @@ def _check_results(results: dict, keys=("sars", "ucsd")):
         assert np.asarray(m["confusion_matrix"]).sum() == m["n"] > 0
 
 
-@pytest.mark.parametrize("schedule", prepnet.SCHEDULES)
+@pytest.mark.parametrize("schedule", schedules.SCHEDULES)
 def test_every_schedule_runs_one_step(tmp_path, schedule):
   overrides = {"schedule": schedule}
   if schedule == "diagnostic":
@@ -54,7 +57,7 @@ def test_every_schedule_runs_one_step(tmp_path, schedule):
   config = tiny_prepnet_config([dict(name=schedule, overrides=overrides)])
   config.diagnostics.enabled = False
   tables = prepnet.train_and_evaluate(config, str(tmp_path))
-  row = json.load(open(tmp_path / "rows" / prepnet.slug(schedule) / "seed_0" / "results.json"))
+  row = json.load(open(tmp_path / "rows" / prepnet_layout.row_slug(schedule) / "seed_0" / "results.json"))
   _check_results(row)
   curves = row["_curves"]
   if schedule == "none":
@@ -78,7 +81,7 @@ def test_table_rows_seeds_diagnostics_and_resume(tmp_path, capsys):
   assert "| Method | Within |" in text and "PrepNet + gray + up" in text
   reports = tmp_path / "reports"
   assert (reports / "prepnet_table.md").exists() and (reports / "prepnet_results.json").exists()
-  row_reports = reports / prepnet.slug("PrepNet + gray + up")
+  row_reports = reports / prepnet_layout.row_slug("PrepNet + gray + up")
   diag = json.load(open(row_reports / "diagnostics.json"))
   assert 0.0 <= diag["origin_raw"]["balanced_accuracy"] <= 1.0
   assert diag["reconstruction"]["sars"]["psnr"] > 5.0
@@ -99,7 +102,7 @@ def test_table_rows_seeds_diagnostics_and_resume(tmp_path, capsys):
   assert tables["Original"]["Within"]["values"][0] == pytest.approx(within)
   assert tables["Original"]["Cross"]["values"][0] == pytest.approx(cross)
   # Upsampling duplicated the smaller dataset for the AE/E_img training set.
-  assert prepnet.upsample_factors([300, 100, 60]) == [1, 3, 5]
+  assert training_data.upsample_factors([300, 100, 60]) == [1, 3, 5]
   # A rerun loads finished rows instead of retraining them.
   again = prepnet.train_and_evaluate(config, str(tmp_path))
   assert "finished earlier, results loaded" in capsys.readouterr().out
@@ -129,8 +132,8 @@ def test_a_new_e_cov_reuses_the_compiled_step():
   from prepnet_jax.tasks.prepnet import steps as prepnet_steps
 
   config = tiny_prepnet_config([dict(name="Original", overrides={"schedule": "none"})])
-  make = lambda seed: prepnet.make_classifier_state(config, config.e_cov, 1, jax.random.key(seed), 3,
-                                                    config.optim_cov)
+  make = lambda seed: prepnet_networks.make_classifier_state(config, config.e_cov, 1, jax.random.key(seed), 3,
+                                                     config.optim.cov)
   first, second = make(0), make(1)
   assert first.tx is second.tx and first.apply_fn == second.apply_fn
   assert not np.allclose(jax.tree.leaves(first.params)[0], jax.tree.leaves(second.params)[0])
@@ -154,9 +157,9 @@ def test_rows_share_identical_ae_phases_and_only_those(tmp_path, capsys):
   prepnet.train_and_evaluate(config, str(tmp_path))
   out = capsys.readouterr().out
   reused = [line for line in out.splitlines() if "reused the identical phase" in line]
-  gray = f"[prepnet {prepnet.slug('PrepNet + gray')}/s0"
+  gray = f"[prepnet {prepnet_layout.row_slug('PrepNet + gray')}/s0"
   assert [line.split("]")[0] for line in reused] == ["[prepnet prepnet/s0"] + [gray] * 3, reused
-  curves = {r: json.load(open(tmp_path / "rows" / prepnet.slug(r) / "seed_0" / "results.json"))["_curves"]
+  curves = {r: json.load(open(tmp_path / "rows" / prepnet_layout.row_slug(r) / "seed_0" / "results.json"))["_curves"]
             for r in ("Auto-encoder", "PrepNet", "PrepNet + gray", "PrepNet + up")}
   assert curves["PrepNet"]["ae_warmup"] == curves["Auto-encoder"]["ae_warmup"]
   assert curves["PrepNet + gray"]["adversarial"] == curves["PrepNet"]["adversarial"]
@@ -184,8 +187,8 @@ def test_every_row_of_every_prepnet_config_builds_its_networks(name):
   from prepnet_jax.data import transforms
   config = load_config(name)
   for row in config.rows:
-    rc = prepnet.row_config(config, row, 0, "")
-    assert rc.schedule in prepnet.SCHEDULES, (name, row["name"])
+    rc = prepnet_layout.row_config(config, row, 0)
+    assert rc.schedule in schedules.SCHEDULES, (name, row["name"])
     for net in (rc.e_img, rc.e_cov):
       models.get_classifier(net.name, 2, width_multiplier=float(net.width_multiplier), **dict(net.kwargs))
     transforms.make_preprocess(rc.preprocess, training=True)  # bad augmentation settings raise here

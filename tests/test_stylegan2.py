@@ -16,6 +16,9 @@ from prepnet_jax.data import diffaugment
 from prepnet_jax.losses import stylegan2 as losses
 from prepnet_jax.models import stylegan2 as sg2
 from prepnet_jax.runtime import checkpointing
+from prepnet_jax.runtime.state import TrainState
+from prepnet_jax.tasks.stylegan2 import hparams as hparams_lib
+from prepnet_jax.tasks.stylegan2 import steps as steps_lib
 from prepnet_jax.tasks.stylegan2 import train as train_lib
 
 TINY = dict(z_dim=16, w_dim=16, mapping_layers=2, channel_base=128, channel_max=8)
@@ -201,12 +204,14 @@ def test_ema_coefficient_and_update():
   assert float(losses.ema_beta(32, 1_000, 10.0, 0.05)) == pytest.approx(0.5 ** (32 / 50))  # ramp-up
   assert float(losses.ema_beta(32, 10**6, 10.0, 0.05)) == pytest.approx(0.5 ** (32 / 10_000))
   hp = types.SimpleNamespace(batch_size=16, ema_kimg=2.0, ema_rampup=None)
-  state = train_lib.StyleGAN2State(
-      step=jnp.int32(5), g_params={"w": jnp.ones(3)}, g_buffers={}, d_params={}, g_ema_params={"w": jnp.zeros(3)},
-      g_opt_state=(), d_opt_state=(), pl_mean=jnp.float32(0), rng=jax.random.PRNGKey(0))
-  state = train_lib.ema_step(types.SimpleNamespace(hp=hp), state)
+  net = lambda params, ema: TrainState(step=jnp.int32(0), params=params, batch_stats={}, opt_state=(),
+                                       rng=jax.random.PRNGKey(0), apply_fn=None, tx=None, ema_params=ema)
+  state = steps_lib.StyleGAN2State(
+      step=jnp.int32(5), g=net({"w": jnp.ones(3)}, {"w": jnp.zeros(3)}), d=net({}, None),
+      pl_mean=jnp.float32(0), rng=jax.random.PRNGKey(0))
+  state = steps_lib.ema_step(types.SimpleNamespace(hp=hp), state)
   beta = 0.5 ** (16 / 2000)
-  np.testing.assert_allclose(state.g_ema_params["w"], np.full(3, 1 - beta), rtol=0, atol=2e-7)  # float32 ulp
+  np.testing.assert_allclose(state.g.ema_params["w"], np.full(3, 1 - beta), rtol=0, atol=2e-7)  # float32 ulp
   assert int(state.step) == 6
 
 
@@ -218,37 +223,37 @@ def test_lazy_regularisation_adam_settings():
 
 def test_presets_and_overrides():
   config = load_config("stylegan2")
-  low_shot = train_lib.preset_values("low_shot", None, 1)
+  low_shot = hparams_lib.preset_values("low_shot", None, 1)
   assert (low_shot["total_kimg"], low_shot["batch_size"], low_shot["r1_gamma"], low_shot["mapping_layers"],
           low_shot["channel_base"], low_shot["lr"], low_shot["ema_kimg"]) == (300.0, 8, 10.0, 2, 32768, 0.002, 10.0)
-  auto = train_lib.preset_values("auto", 256, 1)  # mb = max(min(1·min(4096//256, 32), 64), 1) = 16
+  auto = hparams_lib.preset_values("auto", 256, 1)  # mb = max(min(1·min(4096//256, 32), 64), 1) = 16
   assert (auto["batch_size"], auto["mbstd_group_size"], auto["channel_base"], auto["lr"]) == (16, 4, 16384, 0.0025)
   assert auto["r1_gamma"] == pytest.approx(0.0002 * 256 ** 2 / 16) and auto["ema_kimg"] == pytest.approx(5.0)
-  assert train_lib.preset_values("auto", 1024, 8)["batch_size"] == 32
+  assert hparams_lib.preset_values("auto", 1024, 8)["batch_size"] == 32
   config.preset = "paper256"
-  config.train.lr = 0.001
-  hp = train_lib.resolve_hparams(config, num_devices=1)
+  config.lr = 0.001
+  hp = hparams_lib.resolve_hparams(config, num_devices=1)
   assert (hp.resolution, hp.batch_size, hp.r1_gamma, hp.mapping_layers, hp.lr, hp.ema_rampup) == (
       256, 64, 1.0, 8, 0.001, None)
   config.preset = "huge"
   with pytest.raises(ValueError, match="unknown config.preset 'huge'"):
-    train_lib.resolve_hparams(config)
+    hparams_lib.resolve_hparams(config)
 
 
 # --- end to end: a tiny run, interrupted and resumed ------------------------------------------------
 
 def _tiny_config(total_kimg: float):
   config = load_config("stylegan2")
-  config.resolution = 8
+  config.preprocess.image_size = 8
   config.data.phantom_overrides = {"num_patients": 24, "image_size": 16}
   config.model.z_dim, config.model.w_dim, config.model.mapping_layers = 8, 8, 1
   config.model.channel_base, config.model.channel_max = 64, 8
-  config.train.batch_size = 4
-  config.train.total_kimg = total_kimg
-  config.train.snapshot_kimg = 0.016
-  config.train.checkpoint_kimg = 0.008
-  config.train.log_every_steps = 1
-  config.train.g_reg_interval, config.train.d_reg_interval = 2, 3
+  config.batch_size = 4
+  config.total_kimg = total_kimg
+  config.snapshot_kimg = 0.016
+  config.checkpoint_kimg = 0.008
+  config.log_every_steps = 1
+  config.g_reg_interval, config.d_reg_interval = 2, 3
   config.eval.num_generated = 0
   config.eval.grid_size = 4
   return config
@@ -276,11 +281,11 @@ def test_interrupted_run_resumes_to_the_same_state(tmp_path, monkeypatch):
 
   final = {}
   for name in ("straight", "resumed"):
-    hp = train_lib.resolve_hparams(_tiny_config(0.02))
-    setup = train_lib.make_setup(hp, diffaugment.DiffAugment())
+    hp = hparams_lib.resolve_hparams(_tiny_config(0.02))
+    setup = steps_lib.make_setup(hp, diffaugment.DiffAugment())
     ckpt = checkpointing.Checkpointer(str(tmp_path / name / "checkpoints"))
     assert ckpt.latest_step() == steps
-    final[name] = ckpt.restore(train_lib.create_state(setup, 0))
+    final[name] = ckpt.restore(steps_lib.create_state(setup, 0))
   (a, meta_a), (b, meta_b) = final["straight"], final["resumed"]
   assert meta_a["kimg"] == meta_b["kimg"] == pytest.approx(0.02)
   assert meta_a["data_iterator"] == meta_b["data_iterator"]

@@ -22,7 +22,6 @@ Specs for `get_extractor`:
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from typing import Any, Callable, Sequence
 
@@ -34,6 +33,7 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from prepnet_jax.data import transforms
+from prepnet_jax.eval import trained
 from prepnet_jax.models import inception_v3
 from prepnet_jax.models.inception_v3 import MissingWeightsError
 
@@ -234,27 +234,9 @@ def randinit_extractor(seed: int = 0, image_size: int = 128, widths: Sequence[in
 
 def classifier_extractor(workdir: str, step: int | None = None, batch_size: int = 64) -> FeatureExtractor:
   """Penultimate embedding of a 'classifier' run: `best/` checkpoint, or `checkpoints/` `step`."""
-  import ml_collections
-  from prepnet_jax.runtime import checkpointing
-  from prepnet_jax.tasks.classifier import train as classifier_lib
-
-  config_path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(config_path):
-    raise FileNotFoundError(f"classifier extractor: {config_path} does not exist (expected the "
-                            "workdir of a 'classifier' run)")
-  with open(config_path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  config.model.pretrained_path = ""  # the checkpoint holds the weights; no file needed here
-  model = classifier_lib.build_model(config)
-  # Schedule lengths do not change the optimizer-state structure that the restore needs.
-  abstract = jax.eval_shape(lambda: classifier_lib.create_state(config, model, jax.random.key(0), 10, 1000))
-  best = os.path.join(workdir, "best")
-  use_best = (step is None and os.path.isdir(best)
-              and checkpointing.Checkpointer(best, 1).latest_step() is not None)
-  ckpt = checkpointing.Checkpointer(best if use_best else os.path.join(workdir, "checkpoints"), None)
-  state, _ = ckpt.restore(abstract, None if use_best else step)
-  variables = state.variables
-  which = "best" if use_best else f"step {ckpt.latest_step() if step is None else step}"
+  trained_classifier = trained.load_classifier(workdir, step)
+  config, model, variables = trained_classifier.config, trained_classifier.model, trained_classifier.variables
+  which = trained_classifier.checkpoint
   preprocess = transforms.make_preprocess(config.preprocess, training=False)
   rng = np.random.default_rng(0)  # unused by the evaluation preprocess; the API needs one
 

@@ -22,7 +22,8 @@ Probabilities are temperature-scaled with the temperature fitted by the calibrat
 key 'temperature' of `<model_workdir>/reports/calibration.json` (`CALIBRATION_FILE`), or 1
 (uncalibrated) when that file does not exist.
 
-Optional PrepNet auto-encoder (`load_prepnet_autoencoder`): the image goes through the PrepNet
+The classifier comes from `eval.trained.load_classifier` (its best checkpoint).
+Optional PrepNet auto-encoder (`eval.prepnet_autoencoder.load_prepnet_autoencoder`): the image goes through the PrepNet
 run's preprocessing and AE; the AE output, mapped back to uint8 with the PrepNet run's value
 range, is the "PrepNet-normalised image", which the classifier then preprocesses like any
 other input. Use it with a classifier trained on AE-normalised images.
@@ -38,16 +39,15 @@ import json
 import math
 import os
 import tempfile
-from typing import Callable, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from prepnet_jax.data import image_folder, nifti, transforms
-from prepnet_jax.eval import calibration, figures, gradcam
+from prepnet_jax.eval import calibration, figures, gradcam, prepnet_autoencoder, trained
 from prepnet_jax.eval.metrics import as_class_probs
 
 CALIBRATION_FILE = os.path.join("reports", "calibration.json")
@@ -277,7 +277,7 @@ def dataset_modality(ref: str) -> str | None:
 
 def training_modality(config) -> str | None:
   """The modality of the run's training data (config.data.train), None if mixed or unknown."""
-  refs = config.data.get("train", None)
+  refs = config.data.train
   refs = [refs] if isinstance(refs, str) else list(refs or [])
   modalities = {dataset_modality(r) for r in refs}
   return modalities.pop() if len(modalities) == 1 else None
@@ -295,100 +295,11 @@ def load_temperature(model_workdir: str) -> float | None:
   return float(value)
 
 
-def read_run_config(workdir: str, what: str) -> ml_collections.ConfigDict:
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} does not exist; expected the workdir of a finished {what} run "
-                            "(main.py writes config.json there)")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
-
-
-def load_classifier(model_workdir: str):
-  """(training config, flax model, variables) of the best checkpoint of a classifier run."""
-  from prepnet_jax.runtime import checkpointing
-  from prepnet_jax.tasks.classifier import train as classifier
-
-  config = read_run_config(model_workdir, "classifier")
-  best = os.path.join(model_workdir, "best")
-  ckpt = checkpointing.Checkpointer(best, 1)
-  if ckpt.latest_step() is None:
-    raise FileNotFoundError(f"no checkpoint in {best}; expected the best-on-validation checkpoint "
-                            "that the classifier task writes after its first epoch")
-  template_config = ml_collections.ConfigDict(config.to_dict())
-  template_config.model.pretrained_path = ""  # the weights come from the checkpoint
-  model = classifier.build_model(template_config)
-  template = jax.eval_shape(lambda: classifier.create_state(template_config, model, jax.random.key(0), 1, 1))
-  state, _ = ckpt.restore(template)
-  return config, model, state.variables
-
-
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _logits_and_cam(model, layer, variables, images):
   """One compiled forward + Grad-CAM per model and input shape (inputs are resized to it)."""
   cams, info = gradcam.grad_cam(model, variables, images, layer=layer)
   return info["logits"], cams
-
-
-@dataclasses.dataclass
-class AutoEncoder:
-  """A PrepNet auto-encoder with the preprocessing of its run (the 'normalisation' step)."""
-  apply_fn: Callable
-  variables: dict
-  preprocess_config: dict
-  description: str
-
-  def __post_init__(self):
-    self._preprocess = transforms.make_preprocess(self.preprocess_config, training=False)
-    self._forward = jax.jit(lambda variables, x: self.apply_fn(variables, x, train=False))
-
-  def normalise(self, image: np.ndarray) -> np.ndarray:
-    """uint8 H×W×C → the AE output as uint8 (S×S×C of the PrepNet run)."""
-    x = self._preprocess({"image": image}, None)["image"]
-    out = np.asarray(self._forward(self.variables, jnp.asarray(x[None])))[0]
-    return transforms.denormalize(out, self.preprocess_config["value_range"])
-
-
-def load_prepnet_autoencoder(prepnet_workdir: str, row: str = "PrepNet", seed: int = -1) -> AutoEncoder:
-  """The harmonising AE of one row and seed of a `prepnet` run (its phase checkpoint's 'ae').
-
-  seed -1 = the run's first seed. The phase checkpoints hold {'ae', 'img', 'cov': {key: (ae,
-  cov)}}; the templates are built from the row's config with the PrepNet module's builders.
-  """
-  from prepnet_jax.runtime import checkpointing
-  from prepnet_jax.tasks.prepnet import job as prepnet
-
-  config = read_run_config(prepnet_workdir, "prepnet")
-  rows = {str(r["name"]): r for r in config.rows}
-  if row not in rows:
-    raise ValueError(f"prepnet_row={row!r} is not a row of {prepnet_workdir}; rows: {sorted(rows)}")
-  seeds = [int(s) for s in config.seeds]
-  seed = seeds[0] if seed == -1 else int(seed)
-  if seed not in seeds:
-    raise ValueError(f"prepnet_seed={seed} was not run in {prepnet_workdir}; seeds: {seeds}")
-  rc = prepnet.row_config(config, rows[row], seed, os.path.join(prepnet_workdir, "shared"))
-  if rc.schedule == "none":
-    raise ValueError(f"row {row!r} of {prepnet_workdir} uses schedule 'none' (no auto-encoder)")
-  row_dir = os.path.join(prepnet_workdir, "rows", prepnet.slug(row), f"seed_{seed}")
-  ckpt = checkpointing.Checkpointer(os.path.join(row_dir, "checkpoints"), 1)
-  meta = ckpt.read_meta()
-  if not {"ae_warmup", "ae_pretrained"} & set(meta.get("done", [])):
-    raise FileNotFoundError(f"no trained auto-encoder in {row_dir}/checkpoints (finished phases: "
-                            f"{meta.get('done', [])}); run or finish the prepnet job first")
-  for net in (rc.ae, rc.e_img, rc.e_cov):
-    net.pretrained_path = ""  # the weights come from the checkpoint
-
-  def templates():
-    rng = jax.random.key(0)
-    ae = prepnet.make_ae_state(rc, rng, 1)
-    img = prepnet.make_classifier_state(rc, rc.e_img, len(rc.data.datasets), rng, 1, rc.optim_img)
-    cov = prepnet.make_classifier_state(rc, rc.e_cov, 1, rng, 1, rc.optim_cov)
-    saved = [p[len("cov_"):] for p in meta["done"] if p.startswith("cov_")]
-    return {"ae": ae, "img": img, "cov": {k: (ae, cov) for k in saved}}
-
-  tree, _ = ckpt.restore(jax.eval_shape(templates))
-  return AutoEncoder(tree["ae"].apply_fn, tree["ae"].variables, rc.preprocess.to_dict(),
-                     f"PrepNet AE of row {row!r}, seed {seed} in {prepnet_workdir}")
 
 
 # --- predictions ---------------------------------------------------------------------------------
@@ -424,10 +335,11 @@ class Predictor:
   """A trained classifier (and optional PrepNet AE) loaded once, predicting one image at a time."""
 
   def __init__(self, model_workdir: str, options: ReadOptions = ReadOptions(), temperature: float = 0.0,
-               gradcam_layer: str = "", cam_alpha: float = 0.4, autoencoder: AutoEncoder | None = None):
+               gradcam_layer: str = "", cam_alpha: float = 0.4, autoencoder: prepnet_autoencoder.AutoEncoder | None = None):
     self.model_workdir = model_workdir
     self.options = options
-    self.config, self.model, self.variables = load_classifier(model_workdir)
+    classifier = trained.load_classifier(model_workdir)
+    self.config, self.model, self.variables = classifier.config, classifier.model, classifier.variables
     self.class_names = [str(c) for c in self.config.data.class_names]
     self.modality = training_modality(self.config)
     preprocess = self.config.preprocess.to_dict()
@@ -457,14 +369,14 @@ class Predictor:
                        "(e.g. --config.model_workdir=runs/cls)")
     autoencoder = None
     if config.prepnet_workdir:
-      autoencoder = load_prepnet_autoencoder(config.prepnet_workdir, config.prepnet_row,
+      autoencoder = prepnet_autoencoder.load_prepnet_autoencoder(config.prepnet_workdir, config.prepnet_row,
                                              int(config.prepnet_seed))
     return cls(config.model_workdir, ReadOptions.from_config(config), float(config.temperature),
                config.gradcam_layer, float(config.cam_alpha), autoencoder)
 
   def describe(self) -> dict:
     return {"model_workdir": self.model_workdir, "model": self.config.model.name,
-            "trained_on": self.config.data.get("train", None), "modality": self.modality,
+            "trained_on": self.config.data.train, "modality": self.modality,
             "image_size": self.image_size, "class_names": self.class_names,
             "temperature": self.temperature, "temperature_source": self.temperature_source,
             "prepnet_autoencoder": self.autoencoder.description if self.autoencoder else None}

@@ -260,13 +260,13 @@ def architectures(model_cfg) -> tuple[str, str, str]:
   if kind not in KINDS:
     raise ValueError(f"unknown config.model.kind={kind!r}; expected one of {sorted(KINDS)}")
   generator, discriminator, loss = KINDS[kind]
-  return (model_cfg.get("generator", "") or generator, model_cfg.get("discriminator", "") or discriminator, loss)
+  return (model_cfg.generator or generator, model_cfg.discriminator or discriminator, loss)
 
 
 def build_generator(model_cfg, image_size: int, channels: int = 1) -> nn.Module:
   arch, _, _ = architectures(model_cfg)
-  m = float(model_cfg.get("width_multiplier", 1.0))
-  num_classes = int(model_cfg.get("num_classes", 0))
+  m = float(model_cfg.width_multiplier)
+  num_classes = int(model_cfg.num_classes)
   if num_classes and arch != "mlp":
     raise ValueError(f"conditional training (model.num_classes={num_classes}) needs the 'mlp' "
                      f"generator, got model.generator={arch!r}")
@@ -285,8 +285,8 @@ def build_generator(model_cfg, image_size: int, channels: int = 1) -> nn.Module:
 
 def build_discriminator(model_cfg) -> nn.Module:
   _, arch, _ = architectures(model_cfg)
-  m = float(model_cfg.get("width_multiplier", 1.0))
-  num_classes = int(model_cfg.get("num_classes", 0))
+  m = float(model_cfg.width_multiplier)
+  num_classes = int(model_cfg.num_classes)
   if num_classes and arch != "mlp":
     raise ValueError(f"conditional training (model.num_classes={num_classes}) needs the 'mlp' "
                      f"discriminator, got model.discriminator={arch!r}")

@@ -117,7 +117,7 @@ class ConvVAE(nn.Module):
 
 
 def build_vae(model_cfg, image_size: int, channels: int = 1) -> nn.Module:
-  kind, m = model_cfg.kind, float(model_cfg.get("width_multiplier", 1.0))
+  kind, m = model_cfg.kind, float(model_cfg.width_multiplier)
   if model_cfg.recon_loss not in RECON_LOSSES:
     raise ValueError(f"unknown config.model.recon_loss={model_cfg.recon_loss!r}; expected one of {RECON_LOSSES}")
   if kind == "vae_fc":

@@ -34,7 +34,7 @@ class ResNetEncoder(nn.Module):
 
 def build_vaegan(model_cfg, image_size: int, channels: int = 1) -> tuple[nn.Module, nn.Module, nn.Module]:
   """(encoder, decoder, discriminator) of `config.model`."""
-  m = float(model_cfg.get("width_multiplier", 1.0))
+  m = float(model_cfg.width_multiplier)
   width = scaled(int(model_cfg.dcgan_width), m)
   encoder = ResNetEncoder(int(model_cfg.latent_dim), m)
   decoder = DCGANGenerator(image_size, channels, width)

@@ -1,6 +1,6 @@
 """optax optimizers and the learning-rate schedules the studies use.
 
-Config fields (`config.optim`): name ('adamw', 'adam', 'sgd', 'rmsprop'), learning_rate,
+Config fields (`config.optim`, every one present: see `configs/common.py:optim`): name ('adamw', 'adam', 'sgd', 'rmsprop'), learning_rate,
 weight_decay, momentum, nesterov, b1, b2, eps, grad_clip (0 = off) and schedule
 ('constant', 'step', 'exponential', 'cosine', 'onecycle', 'plateau') with its fields
 (step_epochs, gamma, warmup_epochs, onecycle_pct_start, onecycle_div_factor,
@@ -23,7 +23,7 @@ OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
 
 def make_schedule(cfg, steps_per_epoch: int, total_steps: int) -> Callable[[Any], Any] | float:
   lr = float(cfg.learning_rate)
-  kind = cfg.get("schedule", "constant")
+  kind = cfg.schedule
   if kind in ("constant", "plateau"):
     return lr
   if kind == "step":  # StepLR(step_size=step_epochs, gamma)
@@ -33,45 +33,45 @@ def make_schedule(cfg, steps_per_epoch: int, total_steps: int) -> Callable[[Any]
     return optax.exponential_decay(lr, transition_steps=steps_per_epoch,
                                    decay_rate=float(cfg.gamma), staircase=True)
   if kind == "cosine":
-    warmup = int(cfg.get("warmup_epochs", 0) * steps_per_epoch)
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
     if not warmup:
       return optax.cosine_decay_schedule(lr, max(total_steps, 1))
     return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(total_steps, warmup + 1))
   if kind == "onecycle":  # PyTorch OneCycleLR defaults: pct_start 0.3, div 25, final div 1e4
     return optax.cosine_onecycle_schedule(
         transition_steps=max(total_steps, 1), peak_value=lr,
-        pct_start=float(cfg.get("onecycle_pct_start", 0.3)),
-        div_factor=float(cfg.get("onecycle_div_factor", 25.0)),
-        final_div_factor=float(cfg.get("onecycle_final_div_factor", 1e4)))
+        pct_start=float(cfg.onecycle_pct_start),
+        div_factor=float(cfg.onecycle_div_factor),
+        final_div_factor=float(cfg.onecycle_final_div_factor))
   raise ValueError(f"unknown optim.schedule={kind!r}; known: {', '.join(SCHEDULES)}")
 
 
 def _base_optimizer(name: str, learning_rate, cfg) -> optax.GradientTransformation:
-  wd = float(cfg.get("weight_decay", 0.0))
+  wd = float(cfg.weight_decay)
   if name == "adamw":
-    return optax.adamw(learning_rate, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999),
-                       eps=cfg.get("eps", 1e-8), weight_decay=wd)
+    return optax.adamw(learning_rate, b1=cfg.b1, b2=cfg.b2,
+                       eps=cfg.eps, weight_decay=wd)
   if name == "adam":  # L2-coupled weight decay like torch.optim.Adam(weight_decay=...)
-    adam = optax.adam(learning_rate, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999), eps=cfg.get("eps", 1e-8))
+    adam = optax.adam(learning_rate, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
     return optax.chain(optax.add_decayed_weights(wd), adam) if wd else adam
   if name == "sgd":
-    sgd = optax.sgd(learning_rate, momentum=cfg.get("momentum", 0.9) or None,
-                    nesterov=bool(cfg.get("nesterov", False)))
+    sgd = optax.sgd(learning_rate, momentum=cfg.momentum or None,
+                    nesterov=bool(cfg.nesterov))
     return optax.chain(optax.add_decayed_weights(wd), sgd) if wd else sgd
   if name == "rmsprop":
-    return optax.rmsprop(learning_rate, decay=cfg.get("rms_decay", 0.9), eps=cfg.get("eps", 1e-8),
-                         momentum=cfg.get("momentum", 0.0) or None)
+    return optax.rmsprop(learning_rate, decay=cfg.rms_decay, eps=cfg.eps,
+                         momentum=cfg.momentum or None)
   raise ValueError(f"unknown optim.name={name!r}; known: {', '.join(OPTIMIZERS)}")
 
 
 def make_optimizer(cfg, steps_per_epoch: int = 1, total_steps: int = 1,
                    trainable_mask: Any | None = None) -> optax.GradientTransformation:
   """Builds the optimizer of `cfg`; parameters where `trainable_mask` is False stay frozen."""
-  name = cfg.get("name", "adamw")
+  name = cfg.name
   schedule = make_schedule(cfg, steps_per_epoch, total_steps)
   tx = optax.inject_hyperparams(lambda learning_rate: _base_optimizer(name, learning_rate, cfg))(
       learning_rate=schedule)
-  if cfg.get("grad_clip", 0.0):
+  if cfg.grad_clip:
     tx = optax.chain(optax.clip_by_global_norm(float(cfg.grad_clip)), tx)
   if trainable_mask is not None:
     labels = jax.tree_util.tree_map(lambda t: "train" if t else "freeze", trainable_mask)

@@ -2,7 +2,8 @@
 
 Generated images come from a folder of PNGs (`generated.folder`) or from a generator run
 (`generated.workdir`, sampled through `prepnet_jax.tasks.generative.sample.sample_images`). Real images
-come from any dataset reference (`real.dataset`, `real.split`, optional class filter). By
+come from any dataset reference (`data.train`, `data.train_split`, optional class filter on
+`data.label_key`). By
 default the real images are first brought to the generated images' size and channel count
 (`real.match_generated`), so both sets take the same path into the extractor (comparing 256²
 fakes with 1024² reals is a classic FID mistake). Writes `reports/gen_metrics.json` and
@@ -21,6 +22,7 @@ from absl import logging
 
 from prepnet_jax.data import datasets, image_folder, pipeline, transforms
 from prepnet_jax.eval import feature_extractors, gen_metrics
+from prepnet_jax.runtime import rundir
 
 
 def load_generated(config) -> tuple[list[np.ndarray] | np.ndarray, dict]:
@@ -52,15 +54,15 @@ def load_generated(config) -> tuple[list[np.ndarray] | np.ndarray, dict]:
 
 
 def load_real(config, like: np.ndarray | None) -> tuple[list[np.ndarray], dict]:
-  """uint8 real images of `real.dataset`/`real.split` (class filter, at most `max_images`)."""
-  real = config.real
-  source = datasets.get_source(real.dataset, real.split, config.data)
+  """uint8 real images of `data.train`/`data.train_split` (class filter, at most `max_images`)."""
+  real, dataset, split, label_key = config.real, config.data.train, config.data.train_split, config.data.label_key
+  source = datasets.get_source(dataset, split, config.data)
   labels = tuple(int(v) for v in (real.labels or ()))
   if labels:
-    source = pipeline.filter_source(source, real.label_key, labels)
+    source = pipeline.filter_source(source, label_key, labels)
   if len(source) < 2:
-    raise ValueError(f"real dataset {real.dataset!r} split {real.split!r} "
-                     f"{'with ' + real.label_key + ' in ' + str(labels) + ' ' if labels else ''}"
+    raise ValueError(f"real dataset {dataset!r} split {split!r} "
+                     f"{'with ' + label_key + ' in ' + str(labels) + ' ' if labels else ''}"
                      f"has {len(source)} images; need at least 2")
   index = np.arange(len(source))
   if 0 < int(real.max_images) < len(source):
@@ -70,21 +72,21 @@ def load_real(config, like: np.ndarray | None) -> tuple[list[np.ndarray], dict]:
   for i in index:
     image = np.asarray(source[int(i)]["image"])
     if image.dtype != np.uint8:
-      raise TypeError(f"real dataset {real.dataset!r} gives {image.dtype} images; generative metrics "
+      raise TypeError(f"real dataset {dataset!r} gives {image.dtype} images; generative metrics "
                       "compare 8-bit images (use an 8-bit export or window CT slices first)")
     if like is not None:
       image = transforms.set_channels(image, like.shape[-1])
       image = transforms.resize(image, like.shape[:2], real.resize_method)
     images.append(image)
-  described = f"{real.dataset}:{real.split}"
+  described = f"{dataset}:{split}"
   if labels:
-    described += f":{real.label_key}in{list(labels)}"
+    described += f":{label_key}in{list(labels)}"
   preprocessing = "as stored"
   if like is not None:
     preprocessing = (f"{real.resize_method} resize (uint8) to the generated {like.shape[0]}x{like.shape[1]}, "
                      f"{like.shape[-1]} channel(s)")
     described += f":matched_{like.shape[0]}x{like.shape[1]}x{like.shape[-1]}_{real.resize_method}"
-  return images, dict(dataset=real.dataset, split=real.split, label_key=real.label_key, labels=list(labels),
+  return images, dict(dataset=dataset, split=split, label_key=label_key, labels=list(labels),
                       num_images=len(images), available=len(source), preprocessing=preprocessing,
                       reference=described)
 
@@ -140,14 +142,10 @@ def run(config, workdir: str) -> dict:
                                     cache_dir=cache_dir, **options)
   table = gen_metrics.format_table(records)
   print(table, flush=True)
-  reports = os.path.join(workdir, "reports")
-  os.makedirs(reports, exist_ok=True)
   result = dict(records=records, generated=gen_info, real=real_info)
-  with open(os.path.join(reports, "gen_metrics.json"), "w") as f:
-    json.dump(result, f, indent=2)
-  with open(os.path.join(reports, "gen_metrics.md"), "w") as f:
-    f.write(f"# Generative metrics\n\nGenerated: {json.dumps(gen_info)}\n\nReal: {json.dumps(real_info)}\n\n"
-            "Noise floor = the same metric between two random halves of the real set. "
-            "Only `fid`/`kid`/`is` without suffix use the standard FID Inception-v3.\n\n"
-            f"{table}\n")
+  rundir.write_report(workdir, "gen_metrics", result,
+                      f"# Generative metrics\n\nGenerated: {json.dumps(gen_info)}\n\nReal: {json.dumps(real_info)}\n\n"
+                      "Noise floor = the same metric between two random halves of the real set. "
+                      "Only `fid`/`kid`/`is` without suffix use the standard FID Inception-v3.\n\n"
+                      f"{table}\n")
   return result

@@ -14,8 +14,8 @@
   During the head-only phase the frozen backbone's BatchNorm statistics still adapt, as in a
   PyTorch model in train() mode with requires_grad=False.
 
-Config fields (all optional, so every classifier config works): `head_only_epochs` (0 = one
-phase), `head_only_learning_rate`, `early_stopping_patience` (0 = off). Task 'cxr_recipe' =
+Config fields (in every classifier config, off there): `head_only_epochs` (0 = one phase),
+`head_only_learning_rate`, `early_stopping_patience` (0 = off). Task 'cxr_recipe' =
 `train_and_evaluate` here: the classifier task's data, evaluation and reports with this fit.
 """
 
@@ -27,9 +27,10 @@ import jax
 import numpy as np
 
 from prepnet_jax.data import pipeline
-from prepnet_jax.runtime import checkpointing
+from prepnet_jax.eval import classify
+from prepnet_jax.models import classifier_factory
+from prepnet_jax.runtime import checkpointing, sharding, writers
 from prepnet_jax.tasks.classifier import train as classifier
-from prepnet_jax.runtime import writers, sharding
 
 TOTAL_STEP_SCHEDULES = ("cosine", "onecycle")  # their shape depends on the total number of steps
 
@@ -62,17 +63,17 @@ def fit_with_early_stopping(config, workdir: str, train_source, val_source, *, m
   Returns (best state, meta) like `fit`; meta['early_stopping'] records the patience and the
   epoch training stopped at (None when it ran all `num_epochs`).
   """
-  patience = int(config.get("early_stopping_patience", 0))
+  patience = int(config.early_stopping_patience)
   if patience <= 0:
     return classifier.fit(config, workdir, train_source, val_source, mesh=mesh, writer=writer, name=name)
-  schedule = config.optim.get("schedule", "constant")
+  schedule = config.optim.schedule
   if schedule in TOTAL_STEP_SCHEDULES:
     raise ValueError(f"early_stopping_patience={patience} needs a schedule that does not depend on the "
                      f"total number of steps, got optim.schedule={schedule!r}; use constant, step, "
                      f"exponential or plateau, or set early_stopping_patience=0")
   mesh = mesh or sharding.make_mesh()
   writer = writer or writers.create_writer(workdir)
-  metric_key = f"val_{config.get('select_metric', 'balanced_accuracy')}"
+  metric_key = f"val_{config.select_metric}"
   steps_per_epoch = pipeline.steps_per_epoch(train_source, int(config.batch_size))
   latest = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints")).latest_step()
   first_epoch = max(1, (latest or 0) // steps_per_epoch)
@@ -109,8 +110,8 @@ def initialise_from(config, workdir: str, train_source, source_state) -> bool:
   if ckpt.latest_step() is not None:
     return False
   steps_per_epoch = pipeline.steps_per_epoch(train_source, int(config.batch_size))
-  model = classifier.build_model(config)
-  fresh = classifier.create_state(config, model, jax.random.key(int(config.seed)), steps_per_epoch,
+  model = classifier_factory.build_classifier(config)
+  fresh = classifier_factory.create_classifier_state(config, model, jax.random.key(int(config.seed)), steps_per_epoch,
                                   steps_per_epoch * int(config.num_epochs))
   source_state = jax.device_get(source_state)
   state = fresh.replace(params=source_state.params, batch_stats=source_state.batch_stats,
@@ -129,7 +130,7 @@ def fit_recipe(config, workdir: str, train_source, val_source, *, mesh=None, wri
   """
   mesh = mesh or sharding.make_mesh()
   writer = writer or writers.create_writer(workdir)
-  if int(config.get("head_only_epochs", 0)) <= 0:
+  if int(config.head_only_epochs) <= 0:
     return fit_with_early_stopping(config, workdir, train_source, val_source, mesh=mesh, writer=writer,
                                    name=name)
   head_state, head_meta = classifier.fit(head_only_config(config), os.path.join(workdir, "head_only"),
@@ -151,18 +152,18 @@ def train_and_evaluate(config, workdir: str) -> dict:
   mesh = sharding.make_mesh()
   writer = writers.create_writer(workdir)
   train_ref = config.data.train
-  train_source = classifier.load_split(config, train_ref, "train")
-  val_source = classifier.load_split(config, train_ref, "val")
+  train_source = classify.load_split(config, train_ref, config.data.train_split)
+  val_source = classify.load_split(config, train_ref, "val")
   print(f"[cxr_recipe] {config.model.name} on {train_ref}: {len(train_source)} train / "
-        f"{len(val_source)} val examples, head-only epochs {config.get('head_only_epochs', 0)}, "
-        f"early-stopping patience {config.get('early_stopping_patience', 0)}", flush=True)
+        f"{len(val_source)} val examples, head-only epochs {config.head_only_epochs}, "
+        f"early-stopping patience {config.early_stopping_patience}", flush=True)
   state, meta = fit_recipe(config, workdir, train_source, val_source, mesh=mesh, writer=writer)
-  results = classifier.evaluate_all(config, state, mesh, list(config.data.get("eval", [train_ref])))
-  select = config.get("select_metric", "balanced_accuracy")
+  results = classify.evaluate_all(config, state, mesh, list(config.data.eval))
+  select = config.select_metric
   extra = {"best_step": meta.get("best_step"), "best_val_metric": meta.get("best_metric"),
            "select_metric": select, "history": meta.get("history"),
            "early_stopping": meta.get("early_stopping"), "head_only": meta.get("head_only")}
-  table = classifier.write_reports(workdir, "metrics", results, extra)
+  table = classify.write_metrics_report(workdir, "metrics", results, extra)
   print(f"\nBest checkpoint: step {meta.get('best_step')} (val {select} = {meta.get('best_metric')})\n"
         f"{table}\n", flush=True)
   writer.flush()

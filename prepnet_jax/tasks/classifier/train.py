@@ -3,66 +3,30 @@
 A linear script in the flax-examples style: sources → preprocessing → model and state →
 auto-resume → jitted, data-parallel train/eval steps → model selection on the validation
 metric → evaluation of the best checkpoint on every dataset (site) and split → reports.
-The pieces (`build_model`, `create_state`, `train_step`, `predict`, `fit`, `evaluate_all`) are
-reused by the augmentation experiment, the prediction job and PrepNet's E_cov.
+`train_step` and `fit` are reused by the CXR recipes, the augmentation experiment and PrepNet's
+diagnostics; the model and state come from `models.classifier_factory`, the evaluation path
+(`predict_logits`, `evaluate_all`, `load_split`) from `eval.classify`.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import os
 import time
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from prepnet_jax.losses import classification as losses
-from prepnet_jax import models
-from prepnet_jax.data import datasets, pipeline, transforms
+from prepnet_jax.data import pipeline, transforms
 from prepnet_jax.eval import metrics as metrics_lib
-from prepnet_jax.runtime import checkpointing, checks
-from prepnet_jax.runtime import writers
-from prepnet_jax.runtime import optimizers, sharding
-from prepnet_jax.runtime.state import TrainState, create_train_state
-
-
-# --- model and state -----------------------------------------------------------------------------
-
-def num_outputs(config) -> int:
-  """Binary tasks use one logit (BCE, as the studies do); K-class tasks K logits."""
-  k = int(config.data.num_classes)
-  return 1 if k == 2 and config.model.get("binary_single_logit", True) else k
-
-
-def build_model(config):
-  kwargs = dict(config.model.get("kwargs", {}) or {})
-  if "width_multiplier" in config.model:
-    kwargs.setdefault("width_multiplier", float(config.model.width_multiplier))
-  if config.model.get("dropout_rate", None) is not None:
-    kwargs.setdefault("dropout_rate", float(config.model.dropout_rate))
-  return models.get_classifier(config.model.name, num_outputs(config), **kwargs)
-
-
-def create_state(config, model, rng, steps_per_epoch: int, total_steps: int) -> TrainState:
-  size, channels = int(config.preprocess.image_size), int(config.preprocess.channels)
-  sample = jnp.zeros((1, size, size, channels), jnp.float32)
-  variables = jax.eval_shape(lambda: model.init({"params": rng, "dropout": rng}, sample, train=False))
-  mask = models.trainable_mask(variables["params"], bool(config.model.get("freeze_backbone", False)))
-  tx = optimizers.make_optimizer(config.optim, steps_per_epoch, total_steps, trainable_mask=mask)
-  state = create_train_state(model, tx, rng, sample)
-  path = config.model.get("pretrained_path", "")
-  if path:
-    loaded = models.load_pretrained(config.model.name, state.variables, path,
-                                    sha256=config.model.get("pretrained_sha256", "") or None)
-    state = state.replace(params=loaded["params"], batch_stats=loaded.get("batch_stats", state.batch_stats),
-                          opt_state=tx.init(loaded["params"]))
-  else:
-    logging.info("model %s: random initialisation (no pretrained_path given)", config.model.name)
-  return state
+from prepnet_jax.eval.classify import (evaluate_all, load_split, logits_to_probs, predict_logits,
+                                       write_metrics_report)
+from prepnet_jax.losses import classification as losses
+from prepnet_jax.models.classifier_factory import build_classifier, create_classifier_state
+from prepnet_jax.runtime import checkpointing, checks, optimizers, sharding, writers
+from prepnet_jax.runtime.state import TrainState
 
 
 # --- steps ---------------------------------------------------------------------------------------
@@ -84,68 +48,12 @@ def train_step(state: TrainState, batch: dict, class_weights: jax.Array | None):
   return state, {"loss": loss, "accuracy": accuracy}
 
 
-@jax.jit
-def logits_step(state: TrainState, images: jax.Array) -> jax.Array:
-  return state.apply_fn(state.variables, images, train=False)
-
-
-
-
-def predict_logits(state: TrainState, source, preprocess, batch_size: int, mesh) -> tuple[np.ndarray, np.ndarray]:
-  """Logits and labels of every example of `source` (evaluation path, no augmentation)."""
-  batch_size = _round_up(batch_size, mesh.devices.size)
-  all_logits, all_labels = [], []
-  for batch, valid in pipeline.eval_batches(source, preprocess, batch_size):
-    images = sharding.shard_batch({"image": batch["image"]}, mesh)["image"]
-    logits = np.asarray(jax.device_get(logits_step(state, images)))
-    all_logits.append(logits[:valid])
-    all_labels.append(np.asarray(batch["label"])[:valid])
-  if not all_logits:
-    return np.zeros((0, 1), np.float32), np.zeros((0,), np.int32)
-  return np.concatenate(all_logits), np.concatenate(all_labels)
-
-
-def logits_to_probs(logits: np.ndarray) -> np.ndarray:
-  return np.asarray(losses.class_probabilities(jnp.asarray(logits)))
-
-
-def _round_up(n: int, m: int) -> int:
-  return ((n + m - 1) // m) * m
-
-
 # --- data ----------------------------------------------------------------------------------------
-
-def relabel(source, label_key: str):
-  """Uses `label_key` (e.g. 'label3' for normal/pneumonia/COVID) as the example's `label`."""
-  if label_key == "label":
-    return source
-  return _RelabelSource(source, label_key)
-
-
-class _RelabelSource:
-  def __init__(self, source, key):
-    self.source, self.key = source, key
-
-  def __len__(self):
-    return len(self.source)
-
-  def __getitem__(self, i):
-    ex = dict(self.source[i])
-    ex["label"] = ex[self.key]
-    return ex
-
-  def column(self, key):
-    return pipeline.column(self.source, self.key if key == "label" else key)
-
-
-def load_split(config, ref: str, split: str):
-  return relabel(datasets.get_source(ref, split, config.data), config.data.get("label_key", "label"))
-
 
 def training_inputs(config, train_source):
   """(source, preprocess) for training: materialised once when there is no augmentation."""
   eval_pre = transforms.make_preprocess(config.preprocess, training=False)
-  augment = dict(config.preprocess.get("augment", {}) or {})
+  augment = dict(config.preprocess.augment)
   if not any(bool(v) for v in augment.values()):
     return pipeline.materialize(train_source, eval_pre, seed=config.seed), lambda ex, rng: ex
   return train_source, transforms.make_preprocess(config.preprocess, training=True)
@@ -165,20 +73,20 @@ def fit(config, workdir: str, train_source, val_source, *, mesh=None, writer=Non
   batch_size = int(config.batch_size)
   sharding.local_batch_size(batch_size, mesh)
   source, preprocess = training_inputs(config, train_source)
-  balance = config.data.get("balance", None)
+  balance = config.data.balance
   balance = ("label", int(balance[0]), float(balance[1])) if balance else None
   dataset = pipeline.train_dataset(source, preprocess, batch_size, seed=int(config.seed), balance=balance)
   steps_per_epoch = pipeline.steps_per_epoch(source, batch_size)
   total_steps = steps_per_epoch * int(config.num_epochs)
   labels = pipeline.column(source, "label")
-  weights_spec = config.get("class_weights", "none")
+  weights_spec = config.class_weights
   class_weights = None if weights_spec == "none" else jnp.asarray(
       pipeline.class_weights(labels, int(config.data.num_classes), weights_spec))
 
-  model = build_model(config)
+  model = build_classifier(config)
   rng = jax.random.key(int(config.seed))
-  state = create_state(config, model, rng, steps_per_epoch, total_steps)
-  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), int(config.get("keep_checkpoints", 2)))
+  state = create_classifier_state(config, model, rng, steps_per_epoch, total_steps)
+  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), int(config.keep_checkpoints))
   best_ckpt = checkpointing.Checkpointer(os.path.join(workdir, "best"), 1)
   meta = {"iterator": None, "history": [], "best_metric": None, "best_step": None, "plateau": {}}
   if ckpt.latest_step() is not None:
@@ -187,24 +95,23 @@ def fit(config, workdir: str, train_source, val_source, *, mesh=None, writer=Non
     print(f"[{name}] resuming from checkpoint step {int(state.step)} in {ckpt.directory}", flush=True)
   state = sharding.replicate(state, mesh)
   plateau = None
-  if config.optim.get("schedule", "constant") == "plateau":
-    plateau = optimizers.PlateauScheduler(config.optim.get("plateau_factor", 0.1),
-                                          config.optim.get("plateau_patience", 5),
-                                          config.optim.get("plateau_min_lr", 0.0), mode="max")
+  if config.optim.schedule == "plateau":
+    plateau = optimizers.PlateauScheduler(config.optim.plateau_factor, config.optim.plateau_patience,
+                                          config.optim.plateau_min_lr, mode="max")
     plateau.load_state_dict(meta.get("plateau", {}))
 
   eval_pre = transforms.make_preprocess(config.preprocess, training=False)
-  select = config.get("select_metric", "balanced_accuracy")
+  select = config.select_metric
   start = int(jax.device_get(state.step))
   iterator = pipeline.make_iterator(dataset, meta.get("iterator"))
-  progress = writers.Progress(total_steps, int(config.get("log_every", 10)), name, first_step=start)
+  progress = writers.Progress(total_steps, int(config.log_every_steps), name, first_step=start)
   history = meta.get("history", [])
   step_losses = meta.get("step_losses", [])
   t0 = time.time()
   for step in range(start + 1, total_steps + 1):
     batch = sharding.shard_batch(next(iterator), mesh)
     state, scalars = train_step(state, batch, class_weights)
-    if step % int(config.get("log_every", 10)) == 0 or step % steps_per_epoch == 0:
+    if step % int(config.log_every_steps) == 0 or step % steps_per_epoch == 0:
       scalars = jax.device_get(scalars)
       checks.check_finite(scalars, step)
       step_losses.append([step, float(scalars["loss"])])
@@ -225,7 +132,7 @@ def fit(config, workdir: str, train_source, val_source, *, mesh=None, writer=Non
       if meta.get("best_metric") is None or (np.isfinite(score) and score > meta["best_metric"]):
         meta["best_metric"], meta["best_step"] = float(score), step
         best_ckpt.save(step, jax.device_get(state), {"epoch": epoch, select: float(score)})
-      if epoch % int(config.get("checkpoint_every_epochs", 1)) == 0 or step == total_steps:
+      if epoch % int(config.checkpoint_every_epochs) == 0 or step == total_steps:
         meta.update(iterator=iterator.get_state(), history=history, step_losses=step_losses,
                     plateau=plateau.state_dict() if plateau else {})
         ckpt.save(step, jax.device_get(state), meta)
@@ -239,52 +146,23 @@ def fit(config, workdir: str, train_source, val_source, *, mesh=None, writer=Non
   return state, meta
 
 
-def evaluate_all(config, state, mesh, refs: list[str], splits=("train", "val", "test"),
-                 transform_logits=None) -> dict[str, dict]:
-  """Metrics of `state` on every dataset reference × split, keyed 'ref:split'."""
-  eval_pre = transforms.make_preprocess(config.preprocess, training=False)
-  results = {}
-  for ref in refs:
-    for split in splits:
-      source = load_split(config, ref, split)
-      if len(source) == 0:
-        continue
-      logits, labels = predict_logits(state, source, eval_pre, int(config.batch_size), mesh)
-      if transform_logits is not None:
-        logits = transform_logits(logits)
-      results[f"{ref}:{split}"] = metrics_lib.classification_metrics(
-          labels, logits_to_probs(logits), list(config.data.class_names))
-  return results
-
-
-def write_reports(workdir: str, name: str, results: dict, extra: dict | None = None) -> str:
-  reports = os.path.join(workdir, "reports")
-  os.makedirs(reports, exist_ok=True)
-  with open(os.path.join(reports, f"{name}.json"), "w") as f:
-    json.dump({"results": results, **(extra or {})}, f, indent=2)
-  table = metrics_lib.format_metrics_table(results)
-  with open(os.path.join(reports, f"{name}.md"), "w") as f:
-    f.write(f"# {name}\n\n{table}\n")
-  return table
-
-
 def train_and_evaluate(config, workdir: str) -> dict:
   mesh = sharding.make_mesh()
   writer = writers.create_writer(workdir)
   train_ref = config.data.train
-  train_source = load_split(config, train_ref, "train")
+  train_source = load_split(config, train_ref, config.data.train_split)
   val_source = load_split(config, train_ref, "val")
   print(f"[classifier] {config.model.name} on {train_ref}: {len(train_source)} train / "
         f"{len(val_source)} val examples, {jax.device_count()} device(s)", flush=True)
   _log_example_images(writer, config, train_source)
   state, meta = fit(config, workdir, train_source, val_source, mesh=mesh, writer=writer)
-  refs = list(config.data.get("eval", [train_ref]))
+  refs = list(config.data.eval)
   results = evaluate_all(config, state, mesh, refs)
-  table = write_reports(workdir, "metrics", results, {
+  table = write_metrics_report(workdir, "metrics", results, {
       "best_step": meta.get("best_step"), "best_val_metric": meta.get("best_metric"),
-      "select_metric": config.get("select_metric", "balanced_accuracy"),
+      "select_metric": config.select_metric,
       "history": meta.get("history"), "step_losses": meta.get("step_losses")})
-  print(f"\nBest checkpoint: step {meta.get('best_step')} (val {config.get('select_metric', 'balanced_accuracy')}"
+  print(f"\nBest checkpoint: step {meta.get('best_step')} (val {config.select_metric}"
         f" = {meta.get('best_metric')})\n{table}\n", flush=True)
   writer.flush()
   return results

@@ -1,26 +1,25 @@
 """What the GAN, VAE and VAE-GAN loops share: network states, the chest X-ray training images,
 resume ("second wind"), sample grids, the Fréchet-distance hook and the loop itself.
 
-Each family module (`train/gan.py`, `train/vae.py`, `train/vaegan.py`) builds its models,
-state and jitted step and hands them to `fit` as a `Family`. The loop follows the thesis's
+Each family module (`gan.py`, `vae.py`, `vaegan.py`) builds its models, state (one
+`runtime.state.TrainState` per network) and jitted step and hands them to `fit` as a `Family`. The loop follows the thesis's
 protocol: `num_steps` iterations of `batch_size`, a grid of fixed latents every
 `sample_every` steps, a checkpoint (all kept by default) and the Fréchet distance every
 `save_every` steps and at the end, plus one at initialisation (step 0).
 
-Resume: a rerun with the same workdir continues from its latest checkpoint. `resume_step=k`
-restarts from step k — from `resume_workdir` into a new workdir (the thesis's "second wind":
-the original run keeps every checkpoint), or in place when k is the latest step.
+Resume (`runtime.checkpointing.resume`): a rerun with the same workdir continues from its
+latest checkpoint. `resume_step=k` restarts from step k — from `resume_workdir` into a new
+workdir (the thesis's "second wind": the original run keeps every checkpoint), or in place when
+k is the latest step. config.json and reports go through `runtime.rundir`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from typing import Any, Callable
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -30,40 +29,21 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from prepnet_jax.data import datasets, pipeline, transforms
-from prepnet_jax.runtime import checkpointing, checks
-from prepnet_jax.runtime import writers, sharding
-
-CONFIG_FILE = "config.json"
+from prepnet_jax.runtime import checkpointing, checks, compile_cache, rundir, sharding, writers
+from prepnet_jax.runtime.state import TrainState
 
 
 # --- network state -------------------------------------------------------------------------------
 
-@flax.struct.dataclass
-class Net:
-  """One network of a generative model: parameters, BatchNorm statistics, optimizer state."""
-  params: Any
-  batch_stats: Any
-  opt_state: Any
-  apply_fn: Callable = flax.struct.field(pytree_node=False)
-  tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
-
-  def variables(self, params=None) -> dict:
-    v = {"params": self.params if params is None else params}
-    if self.batch_stats:
-      v["batch_stats"] = self.batch_stats
-    return v
-
-  def apply_gradients(self, grads, batch_stats=None) -> "Net":
-    updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
-    return self.replace(params=optax.apply_updates(self.params, updates), opt_state=opt_state,
-                        batch_stats=self.batch_stats if batch_stats is None else batch_stats)
-
-
-def create_net(model, tx: optax.GradientTransformation, rng: jax.Array, *inputs, **kwargs) -> Net:
+def create_net(model, tx: optax.GradientTransformation, rng: jax.Array, *inputs, **kwargs) -> TrainState:
+  """The `TrainState` of one network, initialised from `rng` on `inputs` (several positional
+  inputs: G's (z, labels), the VAE's (images, noise key)). The state's `rng` is that init key:
+  the training step draws its randomness from the model state's own `rng`, one stream for every
+  network."""
   variables = model.init({"params": rng, "dropout": rng}, *inputs, train=False, **kwargs)
   params = variables["params"]
-  return Net(params=params, batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
-             apply_fn=model.apply, tx=tx)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=variables.get("batch_stats", {}),
+                    opt_state=tx.init(params), rng=rng, apply_fn=model.apply, tx=tx)
 
 
 def select_tree(condition: jax.Array, new, old):
@@ -98,19 +78,20 @@ class Family:
 
 
 # Config fields that change what runs, not what is compiled (data, schedule, metrics).
-LOOP_FIELDS = ("seed", "preset", "data", "batch_size", "num_steps", "sample_every", "save_every", "log_every",
-               "num_grid_images", "keep_checkpoints", "resume_step", "resume_workdir", "fd")
-_FAMILIES: dict = {}
+LOOP_FIELDS = ("seed", "preset", "data", "batch_size", "num_steps", "sample_every", "save_every",
+               "log_every_steps", "num_grid_images", "keep_checkpoints", "resume_step", "resume_workdir", "fd")
 
 
-def cached_family(make_family: Callable[[Any, Any], Family], config, mesh) -> Family:
-  """`make_family(config, mesh)`, reused for configs that differ only in `LOOP_FIELDS`, so a
-  resumed run or repeated sampling in one process does not recompile its steps."""
-  graph = {k: v for k, v in config.to_dict().items() if k not in LOOP_FIELDS}
-  key = (make_family.__module__, json.dumps(graph, sort_keys=True, default=str), mesh)
-  if key not in _FAMILIES:
-    _FAMILIES[key] = make_family(config, mesh)
-  return _FAMILIES[key]
+def compiled_part(config) -> ml_collections.ConfigDict:
+  """The config without `LOOP_FIELDS`: what a family's modules, optimizers and steps depend on."""
+  return ml_collections.ConfigDict({k: v for k, v in config.to_dict().items() if k not in LOOP_FIELDS})
+
+
+def build_family(make_family: Callable[[Any, Any], Family], config, mesh) -> Family:
+  """`make_family(config, mesh)` through `compile_cache.build_once`, reused for configs that
+  differ only in `LOOP_FIELDS`, so a resumed run or repeated sampling in one process does not
+  recompile its steps."""
+  return compile_cache.build_once(make_family, compiled_part(config), mesh)
 
 
 # --- data ----------------------------------------------------------------------------------------
@@ -124,13 +105,13 @@ def load_training_images(config) -> tuple[pipeline.ArraySource, Any, Callable]:
   training pipeline instead.
   """
   data = config.data
-  source = datasets.get_source(data.source, data.split, data)
-  label_key = data.get("label_key", "label")
-  class_filter = list(data.get("class_filter", []) or [])
+  source = datasets.get_source(data.train, data.train_split, data)
+  label_key = data.label_key
+  class_filter = list(data.class_filter)
   if class_filter:
     source = pipeline.filter_source(source, label_key, class_filter)
   if len(source) == 0:
-    raise ValueError(f"no training images in {data.source}:{data.split} with "
+    raise ValueError(f"no training images in {data.train}:{data.train_split} with "
                      f"{label_key} in {class_filter}; check config.data.class_filter")
   eval_pre = transforms.make_preprocess(config.preprocess, training=False)
   train_pre = transforms.make_preprocess(config.preprocess, training=True)
@@ -143,8 +124,7 @@ def load_training_images(config) -> tuple[pipeline.ArraySource, Any, Callable]:
 
   real = pipeline.materialize(source, keep_image_label(eval_pre), seed=int(config.seed))
   check_image_range(real.arrays["image"], config)
-  augment = dict(config.preprocess.get("augment", {}) or {})
-  if any(bool(v) for v in augment.values()):
+  if any(bool(v) for v in config.preprocess.augment.values()):
     return real, source, keep_image_label(train_pre)
   return real, real, lambda example, rng: example
 
@@ -204,7 +184,7 @@ def grid_labels(num: int, num_classes: int, ncols: int = 1) -> np.ndarray:
 def save_sample_grid(writer, workdir: str, step: int, images: np.ndarray, ncols: int) -> str:
   grid = writers.image_grid(to_uint8(images), ncols=ncols)
   writer.write_images(step, {"samples": grid[None]})
-  return writers.save_png(os.path.join(workdir, "reports", f"samples_{step:06d}.png"), grid)
+  return writers.save_png(os.path.join(rundir.reports_dir(workdir), f"samples_{step:06d}.png"), grid)
 
 
 # --- Fréchet distance ----------------------------------------------------------------------------
@@ -224,7 +204,7 @@ def make_metric_hook(config, real_uint8: np.ndarray) -> tuple[str, Callable[[np.
     kwargs = dict(seed=int(config.fd.extractor_seed), image_size=size)
   extractor = gen_metrics.get_extractor(spec, **kwargs)
   fd_name = gen_metrics.metric_name("fd", extractor)
-  dataset = f"{config.data.source}:{config.data.split}:{config.data.label_key}{list(config.data.class_filter)}"
+  dataset = f"{config.data.train}:{config.data.train_split}:{config.data.label_key}{list(config.data.class_filter)}"
   metrics = tuple(config.fd.metrics)
 
   def evaluate(fake_uint8: np.ndarray, step: int) -> dict:
@@ -234,68 +214,11 @@ def make_metric_hook(config, real_uint8: np.ndarray) -> tuple[str, Callable[[np.
   return fd_name, evaluate
 
 
-# --- checkpoints and resume ----------------------------------------------------------------------
+# --- checkpoints -------------------------------------------------------------------------------
 
 def open_checkpointer(workdir: str, config) -> checkpointing.Checkpointer:
-  keep = int(config.get("keep_checkpoints", 0))
+  keep = int(config.keep_checkpoints)
   return checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), keep if keep > 0 else None)
-
-
-def restore_or_start(config, workdir: str, ckpt: checkpointing.Checkpointer, state) -> tuple[Any, dict, str]:
-  """(state, meta, how): auto-resume, second-wind restart, or the fresh `state`.
-
-  Own checkpoints win (a killed run continues where it stopped). Without any, `resume_step`
-  (−1 = latest) is restored from `resume_workdir`. In place, `resume_step` must be the latest
-  step: training on from an earlier one would overwrite the later checkpoints.
-  """
-  resume_step = int(config.get("resume_step", -1))
-  resume_workdir = config.get("resume_workdir", "") or ""
-  branching = bool(resume_workdir) and os.path.abspath(resume_workdir) != os.path.abspath(workdir)
-  latest = ckpt.latest_step()
-  if latest is not None and (branching or resume_step < 0):
-    state, meta = ckpt.restore(state)
-    return state, meta, f"resumed from step {latest} in {ckpt.directory}"
-  if branching:
-    source = checkpointing.Checkpointer(os.path.join(resume_workdir, "checkpoints"), None)
-    step = None if resume_step < 0 else resume_step
-    state, meta = source.restore(state, step)
-    return state, meta, f"restarted from step {int(jax.device_get(state.step))} of {source.directory}"
-  if resume_step >= 0:
-    if latest is None or resume_step not in ckpt.all_steps():
-      raise FileNotFoundError(f"config.resume_step={resume_step}: no such checkpoint in {ckpt.directory} "
-                              f"(available: {ckpt.all_steps()})")
-    if resume_step != latest:
-      raise ValueError(f"config.resume_step={resume_step} is earlier than the latest checkpoint {latest} "
-                       f"of {workdir}; to restart from it keep this run intact and branch: "
-                       f"--config.resume_workdir={workdir} --config.resume_step={resume_step} "
-                       f"--workdir=<new directory>")
-    state, meta = ckpt.restore(state, resume_step)
-    return state, meta, f"resumed from step {resume_step} in {ckpt.directory}"
-  return state, {}, "fresh start"
-
-
-def write_config(config, workdir: str) -> None:
-  """`config.json` (main.py writes it too); `sample_images` rebuilds the model from it."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  if jax.process_index() == 0 and not os.path.exists(path):
-    os.makedirs(workdir, exist_ok=True)
-    with open(path, "w") as f:
-      json.dump(config.to_dict(), f, indent=2, default=str)
-
-
-def read_config(workdir: str) -> ml_collections.ConfigDict:
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} not found: is {workdir} the workdir of a generative training run?")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
-
-
-def _write_json(path: str, payload: dict) -> None:
-  if jax.process_index() == 0:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-      json.dump(payload, f, indent=2)
 
 
 # --- the loop ------------------------------------------------------------------------------------
@@ -303,23 +226,24 @@ def _write_json(path: str, payload: dict) -> None:
 def fit(config, workdir: str, family: Family, mesh) -> dict:
   """Trains `family` to `config.num_steps` with auto-resume; returns {"fd_history", "state"}."""
   writer = writers.create_writer(workdir)
-  write_config(config, workdir)
+  rundir.write_config(config, workdir, overwrite=False)
   batch_size, k = int(config.batch_size), family.batches_per_step
   sharding.local_batch_size(batch_size, mesh)
   real, train_source, train_pre = load_training_images(config)
   real_images, real_labels = real.arrays["image"], real.arrays["label"]
-  fraction = float(config.data.get("balance_fraction", 0.0))
+  fraction = float(config.data.balance_fraction)
   balance = ("label", 1, fraction) if fraction else None
   if len(train_source) < batch_size:  # tiny per-class sets: repeat them (the thesis samples with replacement)
     train_source = pipeline.ConcatSource([train_source], repeats=[-(-batch_size // len(train_source))])
   dataset = pipeline.train_dataset(train_source, train_pre, batch_size, seed=int(config.seed), balance=balance)
-  print(f"[{family.name}] on {config.data.source}:{config.data.split} "
+  print(f"[{family.name}] on {config.data.train}:{config.data.train_split} "
         f"({len(real_images)} images, labels {np.bincount(real_labels).tolist()}), "
         f"{real_images.shape[1]}², {jax.device_count()} device(s)", flush=True)
 
   state = family.init_state(jax.random.key(int(config.seed)))
   ckpt = open_checkpointer(workdir, config)
-  state, meta, how = restore_or_start(config, workdir, ckpt, state)
+  state, meta, how = checkpointing.resume(ckpt, state, workdir, resume_workdir=config.resume_workdir,
+                                          resume_step=int(config.resume_step))
   print(f"[{family.name}] {how}", flush=True)
   state = sharding.replicate(state, mesh)
   iterator = pipeline.make_iterator(dataset, meta.get("iterator"))
@@ -345,7 +269,7 @@ def fit(config, workdir: str, family: Family, mesh) -> dict:
       print(f"[{family.name}] step {step}: {fd_name}={record[fd_name]:.4g} (noise floor "
             f"{record.get(fd_name + '_noise_floor', float('nan')):.4g}; N_real={len(real_u8)}, N_gen={num_fake})",
             flush=True)
-      _write_json(os.path.join(workdir, "reports", "fd_history.json"), {"metric": fd_name, "history": fd_history})
+      rundir.write_report(workdir, "fd_history", {"metric": fd_name, "history": fd_history})
     meta = {"iterator": iterator.get_state(), "fd_history": fd_history}
     ckpt.save(step, jax.device_get(state), meta)
 
@@ -353,14 +277,14 @@ def fit(config, workdir: str, family: Family, mesh) -> dict:
   if start == 0 and ckpt.latest_step() is None:
     save_sample_grid(writer, workdir, 0, generate_images(family, state, grid_z, grid_y, mesh), ncols)
     checkpoint(0)
-  progress = writers.Progress(num_steps, int(config.log_every), family.name, first_step=start)
+  progress = writers.Progress(num_steps, int(config.log_every_steps), family.name, first_step=start)
   t0 = time.time()
   for step in range(start + 1, num_steps + 1):
     batches = [next(iterator) for _ in range(k)]  # k independent batches: (B, k, ...)
     batch = {key: np.stack([b[key] for b in batches], axis=1) for key in ("image", "label")}
     state, scalars = family.train_step(state, sharding.shard_batch(batch, mesh))
     is_save = step % int(config.save_every) == 0 or step == num_steps
-    if step % int(config.log_every) == 0 or is_save:
+    if step % int(config.log_every_steps) == 0 or is_save:
       scalars = jax.device_get(scalars)
       checks.check_finite(scalars, step)
       writer.write_scalars(step, {f"train/{key}": value for key, value in scalars.items()})
@@ -375,6 +299,6 @@ def fit(config, workdir: str, family: Family, mesh) -> dict:
              "initial": fd_history[0].get(fd_name) if fd_history else None,
              "final": fd_history[-1].get(fd_name) if fd_history else None,
              "history": {r["step"]: r.get(fd_name) for r in fd_history}}
-  _write_json(os.path.join(workdir, "reports", "summary.json"), summary)
+  rundir.write_report(workdir, "summary", summary)
   writer.flush()
   return {"fd_history": fd_history, "state": state}

@@ -9,33 +9,31 @@
   [−clip_value, clip_value] after each step; then one G step (RMSprop in the thesis).
 - WGAN-GP: as WGAN without clipping, plus `gp_weight` · gradient penalty.
 
-State (`GANState`): step, generator and critic `Net`s (params, BatchNorm stats, optimizer
-state), `ema_params` (EMA of G, {} when `ema_decay` is 0) and the RNG key. Samples come from
-G in inference mode (BatchNorm running statistics), from the EMA weights when kept.
+State (`GANState`): step, the generator's and the critic's `TrainState` (params, BatchNorm
+stats, optimizer state; G's `ema_params` hold its EMA, None when `ema_decay` is 0) and the RNG
+key every phase draws from. Optimizers: `config.optim.g` and `config.optim.d`. Samples come
+from G in inference mode (BatchNorm running statistics), from the EMA weights when kept.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any
-
 import flax
 import jax
 import jax.numpy as jnp
 
 from prepnet_jax.losses import gan as gan_losses
 from prepnet_jax.models import gan as gan_models
-from prepnet_jax.tasks.generative import common as gen_common
 from prepnet_jax.runtime import optimizers, sharding
-from prepnet_jax.tasks.generative.common import Net
+from prepnet_jax.runtime.state import TrainState
+from prepnet_jax.tasks.generative import common as gen_common
 
 
 @flax.struct.dataclass
 class GANState:
   step: jax.Array
-  generator: Net
-  critic: Net
-  ema_params: Any
+  generator: TrainState
+  critic: TrainState
   rng: jax.Array
 
 
@@ -45,29 +43,30 @@ def state_initializer(config):
   size, channels = int(config.preprocess.image_size), int(config.preprocess.channels)
   g_model = gan_models.build_generator(config.model, size, channels)
   d_model = gan_models.build_discriminator(config.model)
-  g_tx, d_tx = optimizers.make_optimizer(config.g_optim), optimizers.make_optimizer(config.d_optim)
+  g_tx, d_tx = optimizers.make_optimizer(config.optim.g), optimizers.make_optimizer(config.optim.d)
   labels = jnp.zeros((1,), jnp.int32) if int(config.model.num_classes) else None
   latent_dim, keep_ema = int(config.model.latent_dim), float(config.ema_decay) > 0
 
   def init(rng: jax.Array) -> GANState:
     g_rng, d_rng, rng = jax.random.split(rng, 3)
     generator = gen_common.create_net(g_model, g_tx, g_rng, jnp.zeros((1, latent_dim)), labels)
+    if keep_ema:
+      generator = generator.replace(ema_params=generator.params)
     critic = gen_common.create_net(d_model, d_tx, d_rng, jnp.zeros((1, size, size, channels)), labels)
-    return GANState(step=jnp.zeros((), jnp.int32), generator=generator, critic=critic,
-                    ema_params=generator.params if keep_ema else {}, rng=rng)
+    return GANState(step=jnp.zeros((), jnp.int32), generator=generator, critic=critic, rng=rng)
 
   return init
 
 
-def _apply(net: Net, params, inputs, labels, train: bool, rng=None):
+def _apply(net: TrainState, params, inputs, labels, train: bool, rng=None):
   """Forward pass in train/eval mode; returns (output, new batch stats)."""
-  out, updates = net.apply_fn(net.variables(params), inputs, labels, train=train,
+  out, updates = net.apply_fn(net.variables_with(params), inputs, labels, train=train,
                               rngs={"dropout": rng} if rng is not None else {}, mutable=["batch_stats"])
   return out, updates.get("batch_stats", net.batch_stats)
 
 
 def critic_step(state: GANState, real, labels, rng, *, loss: str, latent_dim: int, conditional: bool,
-                clip_value: float, gp_weight: float, mesh) -> tuple[Net, dict]:
+                clip_value: float, gp_weight: float, mesh) -> tuple[TrainState, dict]:
   """One D/critic update on a real batch and a fresh fake batch."""
   k_z, k_real, k_fake, k_gp, k_alpha = jax.random.split(rng, 5)
   y = labels if conditional else None
@@ -101,7 +100,7 @@ def critic_step(state: GANState, real, labels, rng, *, loss: str, latent_dim: in
 
 
 def generator_step(state: GANState, batch_size: int, rng, *, loss: str, g_loss: str, latent_dim: int,
-                   num_classes: int, mesh) -> tuple[Net, dict]:
+                   num_classes: int, mesh) -> tuple[TrainState, dict]:
   """One G update on fresh latents (random labels for a conditional G)."""
   k_z, k_y, k_d = jax.random.split(rng, 3)
   z = gen_common.with_data_sharding(jax.random.normal(k_z, (batch_size, latent_dim)), mesh)
@@ -133,17 +132,18 @@ def train_step(state: GANState, batch: dict, *, loss: str, g_loss: str, n_critic
     state = state.replace(critic=critic)
   generator, g_metrics = generator_step(state, batch["image"].shape[0], g_rng, loss=loss, g_loss=g_loss,
                                         latent_dim=latent_dim, num_classes=num_classes, mesh=mesh)
-  ema = state.ema_params
   if ema_decay > 0:
-    ema = jax.tree_util.tree_map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, generator.params)
-  state = state.replace(step=state.step + 1, generator=generator, ema_params=ema, rng=rng)
+    generator = generator.replace(ema_params=jax.tree_util.tree_map(
+        lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, generator.ema_params, generator.params))
+  state = state.replace(step=state.step + 1, generator=generator, rng=rng)
   return state, {**metrics, **g_metrics}
 
 
 def generate(state: GANState, z: jax.Array, labels: jax.Array, *, conditional: bool) -> jax.Array:
   """G in inference mode (EMA weights when kept) → images in [−1, 1]."""
-  params = state.ema_params if state.ema_params else state.generator.params
-  return state.generator.apply_fn(state.generator.variables(params), z, labels if conditional else None,
+  generator = state.generator
+  params = generator.params if generator.ema_params is None else generator.ema_params
+  return generator.apply_fn(generator.variables_with(params), z, labels if conditional else None,
                                   train=False)
 
 
@@ -163,4 +163,4 @@ def make_family(config, mesh) -> gen_common.Family:
 
 def train_and_evaluate(config, workdir: str) -> dict:
   mesh = sharding.make_mesh()
-  return gen_common.fit(config, workdir, gen_common.cached_family(make_family, config, mesh), mesh)
+  return gen_common.fit(config, workdir, gen_common.build_family(make_family, config, mesh), mesh)

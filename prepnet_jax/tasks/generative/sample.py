@@ -14,20 +14,19 @@ import os
 import jax
 import numpy as np
 
-from prepnet_jax.runtime import checkpointing
+from prepnet_jax.runtime import checkpointing, rundir, sharding, writers
 from prepnet_jax.tasks.generative import common as gen_common
-from prepnet_jax.runtime import writers, sharding
 
 FAMILY_MODULES = {"gan": "prepnet_jax.tasks.generative.gan", "vae": "prepnet_jax.tasks.generative.vae", "vaegan": "prepnet_jax.tasks.generative.vaegan"}
 
 
 def load_generator(workdir: str, step: int | None = None):
   """(family, state, training config, step) of checkpoint `step` (None = latest) of `workdir`."""
-  config = gen_common.read_config(workdir)
+  config = rundir.read_config(workdir, "generative training")
   if config.task not in FAMILY_MODULES:
     raise ValueError(f"{workdir}/config.json has task={config.task!r}; sampling needs one of {sorted(FAMILY_MODULES)}")
   mesh = sharding.make_mesh()
-  family = gen_common.cached_family(importlib.import_module(FAMILY_MODULES[config.task]).make_family, config, mesh)
+  family = gen_common.build_family(importlib.import_module(FAMILY_MODULES[config.task]).make_family, config, mesh)
   abstract = jax.eval_shape(family.init_state, jax.random.key(0))
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), None)
   state, _ = ckpt.restore(abstract, step)
@@ -42,7 +41,7 @@ def _labels(family: gen_common.Family, config, num_images: int, label: int | Non
     if not 0 <= label < family.num_classes:
       raise ValueError(f"label={label} is not a class of this model (0..{family.num_classes - 1})")
     return np.full(num_images, label, np.int32)
-  trained_on = list(config.data.get("class_filter", []) or [])
+  trained_on = list(config.data.class_filter)
   if label is not None and trained_on != [label]:
     raise ValueError(f"label={label} asked of an unconditional model trained on "
                      f"class_filter={trained_on or 'all classes'}; pass label=None")
@@ -87,14 +86,14 @@ def run(config, workdir: str) -> dict:
                        int(config.batch_size))
     folder = os.path.join(out_dir, f"class_{cls}") if family.num_classes else out_dir
     for i, image in enumerate(images):
-      writers.save_png(os.path.join(folder, f"{train_config.model.get('kind', train_config.task)}"
+      writers.save_png(os.path.join(folder, f"{train_config.model.kind}"
                                                   f"_step{step}_{i:05d}.png"), image)
     written[str(cls)] = len(images)
     grids.append(images[:64])
   grid = writers.image_grid(np.concatenate(grids), ncols=8)
   writers.save_png(os.path.join(out_dir, "grid.png"), grid)
   manifest = {"source_workdir": os.path.abspath(config.source_workdir), "step": step, "seed": int(config.seed),
-              "task": train_config.task, "kind": train_config.model.get("kind", train_config.task),
+              "task": train_config.task, "kind": train_config.model.kind,
               "images_per_class": written, "out_dir": os.path.abspath(out_dir)}
   with open(os.path.join(out_dir, "samples.json"), "w") as f:
     json.dump(manifest, f, indent=2)

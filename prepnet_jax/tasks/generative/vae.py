@@ -1,7 +1,8 @@
 """VAE training (task 'vae'): the fully-connected VAE of seed 003 ('vae_fc') and the thesis's
 convolutional one ('vae_conv'), negative ELBO = reconstruction + kl_weight · KL.
 
-State (`VAEState`): step, the VAE `Net` (params, BatchNorm stats, optimizer state), RNG key.
+State (`VAEState`): step, the VAE `TrainState` (params, BatchNorm stats, optimizer state of
+`config.optim`), RNG key.
 Samples decode z ~ N(0, I) in inference mode. Seed 003's per-class fine-tuning is a branch of
 a run trained on every class: `--config.resume_workdir=<that run> --config.data.class_filter=[1]
 --config.num_steps=<more>`.
@@ -19,13 +20,13 @@ from prepnet_jax.losses import gan as gan_losses
 from prepnet_jax.models import vae as vae_models
 from prepnet_jax.tasks.generative import common as gen_common
 from prepnet_jax.runtime import optimizers, sharding
-from prepnet_jax.tasks.generative.common import Net
+from prepnet_jax.runtime.state import TrainState
 
 
 @flax.struct.dataclass
 class VAEState:
   step: jax.Array
-  vae: Net
+  vae: TrainState
   rng: jax.Array
 
 
@@ -49,7 +50,7 @@ def train_step(state: VAEState, batch: dict, *, recon_loss: str, kl_weight: floa
 
   def loss_fn(params):
     (output, mean, logvar), updates = state.vae.apply_fn(
-        state.vae.variables(params), images, noise_rng, train=True, mutable=["batch_stats"])
+        state.vae.variables_with(params), images, noise_rng, train=True, mutable=["batch_stats"])
     reconstruction = gan_losses.reconstruction_loss(output, images, recon_loss)
     kl = gan_losses.gaussian_kl(mean, logvar)
     stats = updates.get("batch_stats", state.vae.batch_stats)
@@ -62,7 +63,7 @@ def train_step(state: VAEState, batch: dict, *, recon_loss: str, kl_weight: floa
 
 def generate(state: VAEState, z: jax.Array, labels: jax.Array) -> jax.Array:
   del labels  # unconditional
-  return state.vae.apply_fn(state.vae.variables(), z, method="generate")
+  return state.vae.apply_fn(state.vae.variables, z, method="generate")
 
 
 def make_family(config, mesh) -> gen_common.Family:
@@ -75,4 +76,4 @@ def make_family(config, mesh) -> gen_common.Family:
 
 def train_and_evaluate(config, workdir: str) -> dict:
   mesh = sharding.make_mesh()
-  return gen_common.fit(config, workdir, gen_common.cached_family(make_family, config, mesh), mesh)
+  return gen_common.fit(config, workdir, gen_common.build_family(make_family, config, mesh), mesh)

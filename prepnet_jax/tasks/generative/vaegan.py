@@ -10,7 +10,8 @@ gating (lucabergamini/VAEGAN-PYTORCH): D skips its update when BCE(D(x), 1) or B
 is below equilibrium − margin, the decoder when either is above equilibrium + margin (both
 train when both would skip).
 
-State (`VAEGANState`): step, encoder / decoder / discriminator `Net`s, RNG key.
+State (`VAEGANState`): step, encoder / decoder / discriminator `TrainState`s, RNG key.
+Optimizers: `config.optim.g` for the encoder and the decoder (one state each), `config.optim.d`.
 """
 
 from __future__ import annotations
@@ -26,15 +27,16 @@ from prepnet_jax.models import vae as vae_models
 from prepnet_jax.models import vaegan as vaegan_models
 from prepnet_jax.tasks.generative import common as gen_common
 from prepnet_jax.runtime import optimizers, sharding
-from prepnet_jax.tasks.generative.common import Net, select_tree
+from prepnet_jax.runtime.state import TrainState
+from prepnet_jax.tasks.generative.common import select_tree
 
 
 @flax.struct.dataclass
 class VAEGANState:
   step: jax.Array
-  encoder: Net
-  decoder: Net
-  discriminator: Net
+  encoder: TrainState
+  decoder: TrainState
+  discriminator: TrainState
   rng: jax.Array
 
 
@@ -42,8 +44,8 @@ def state_initializer(config):
   """fn(rng) → a fresh `VAEGANState` (modules and optimizers built once, see gan.state_initializer)."""
   size, channels = int(config.preprocess.image_size), int(config.preprocess.channels)
   encoder, decoder, discriminator = vaegan_models.build_vaegan(config.model, size, channels)
-  enc_tx, dec_tx = optimizers.make_optimizer(config.optim), optimizers.make_optimizer(config.optim)
-  dis_tx = optimizers.make_optimizer(config.d_optim)
+  enc_tx, dec_tx = optimizers.make_optimizer(config.optim.g), optimizers.make_optimizer(config.optim.g)
+  dis_tx = optimizers.make_optimizer(config.optim.d)
   images, z = jnp.zeros((1, size, size, channels)), jnp.zeros((1, int(config.model.latent_dim)))
 
   def init(rng: jax.Array) -> VAEGANState:
@@ -59,14 +61,14 @@ def state_initializer(config):
 def _forward(state: VAEGANState, params, x, k_noise, z_prior, *, kl_weight, feature_weight, recon_weight):
   """(encoder, decoder, discriminator) losses, new BatchNorm stats and metrics."""
   enc_params, dec_params, dis_params = params
-  (mean, logvar), enc_up = state.encoder.apply_fn(state.encoder.variables(enc_params), x, train=True,
+  (mean, logvar), enc_up = state.encoder.apply_fn(state.encoder.variables_with(enc_params), x, train=True,
                                                   mutable=["batch_stats"])
   z = vae_models.reparameterize(k_noise, mean, logvar)
-  decoded, dec_up = state.decoder.apply_fn(state.decoder.variables(dec_params), jnp.concatenate([z, z_prior]),
+  decoded, dec_up = state.decoder.apply_fn(state.decoder.variables_with(dec_params), jnp.concatenate([z, z_prior]),
                                            train=True, mutable=["batch_stats"])
   x_tilde, x_prior = jnp.split(decoded, 2)
   (logits, features), dis_up = state.discriminator.apply_fn(
-      state.discriminator.variables(dis_params), jnp.concatenate([x, x_tilde, x_prior]), train=True,
+      state.discriminator.variables_with(dis_params), jnp.concatenate([x, x_tilde, x_prior]), train=True,
       return_features=True, mutable=["batch_stats"])
   l_real, l_tilde, l_prior = jnp.split(logits, 3)
   f_real, f_tilde, _ = jnp.split(features, 3)
@@ -117,7 +119,7 @@ def train_step(state: VAEGANState, batch: dict, *, latent_dim: int, kl_weight: f
 
 def generate(state: VAEGANState, z: jax.Array, labels: jax.Array) -> jax.Array:
   del labels  # unconditional
-  return state.decoder.apply_fn(state.decoder.variables(), z, train=False)
+  return state.decoder.apply_fn(state.decoder.variables, z, train=False)
 
 
 def make_family(config, mesh) -> gen_common.Family:
@@ -126,10 +128,10 @@ def make_family(config, mesh) -> gen_common.Family:
       feature_weight=float(config.feature_weight), recon_weight=float(config.recon_weight),
       gating=bool(config.equilibrium_gating), equilibrium=float(config.equilibrium), margin=float(config.margin),
       mesh=mesh)
-  return gen_common.Family(name="vaegan", init_state=jax.jit(state_initializer(config)), train_step=jax.jit(step, donate_argnums=0),
+  return gen_common.Family(name=config.model.kind, init_state=jax.jit(state_initializer(config)), train_step=jax.jit(step, donate_argnums=0),
                            generate=jax.jit(generate), latent_dim=int(config.model.latent_dim))
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
   mesh = sharding.make_mesh()
-  return gen_common.fit(config, workdir, gen_common.cached_family(make_family, config, mesh), mesh)
+  return gen_common.fit(config, workdir, gen_common.build_family(make_family, config, mesh), mesh)

@@ -10,31 +10,27 @@
 
 from __future__ import annotations
 
-import functools
-import json
 import os
 
 import dm_pix
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from matplotlib.figure import Figure
 
 from prepnet_jax import models
 from prepnet_jax.data import pipeline, transforms
+from prepnet_jax.eval import classify
 from prepnet_jax.eval import metrics as metrics_lib
-from prepnet_jax.tasks.classifier import train as classifier
-from prepnet_jax.runtime import writers
-from prepnet_jax.runtime import optimizers, sharding
-from prepnet_jax.tasks.prepnet import steps
+from prepnet_jax.runtime import compile_cache, optimizers, rundir, sharding, writers
 from prepnet_jax.runtime.state import create_train_state
+from prepnet_jax.tasks.classifier import train as classifier
+from prepnet_jax.tasks.prepnet import steps
 
 
 def _reconstruct_all(run, src) -> np.ndarray:
   """AE outputs of `src` as E_cov sees them (grayscaled if the row grayscales), from the row's cache."""
-  bs = ((run.bs + run.mesh.devices.size - 1) // run.mesh.devices.size) * run.mesh.devices.size
-  x_hat = run._reconstructions(run.ae, src, bs).column("image")
+  x_hat = run.reconstructions(run.ae, src).column("image")
   return np.asarray(steps.grayscale3(jnp.asarray(x_hat))) if run.gray_cov else x_hat
 
 
@@ -49,28 +45,30 @@ def origin_classifier_accuracy(config, train_images, train_domains, test_images,
   bs = int(config.batch_size)
   source = pipeline.ArraySource({"image": train_images.astype(np.float32), "label": train_domains.astype(np.int32)})
   spe = pipeline.steps_per_epoch(source, bs)
-  model, tx = _origin_parts(dc.origin_model, num_domains, float(dc.origin_width),
-                            json.dumps(config.optim_img.to_dict(), sort_keys=True), spe, int(dc.origin_epochs))
+  model, tx = compile_cache.build_once(build_origin_classifier, dc.origin_model, num_domains,
+                                       float(dc.origin_width), config.optim.img, spe, int(dc.origin_epochs))
   state = sharding.replicate(create_train_state(model, tx, jax.random.key(int(config.seed) + 7),
                                                 jnp.zeros((1,) + train_images.shape[1:])), mesh)
   it = pipeline.make_iterator(pipeline.train_dataset(source, lambda e, r: e, bs, seed=int(config.seed) + 7))
   for _ in range(spe * int(dc.origin_epochs)):
     state, _ = classifier.train_step(state, sharding.shard_batch(next(it), mesh), None)
   test = pipeline.ArraySource({"image": test_images.astype(np.float32), "label": test_domains.astype(np.int32)})
-  logits, labels = classifier.predict_logits(state, test, lambda e, r: e, bs, mesh)
-  m = metrics_lib.classification_metrics(labels, classifier.logits_to_probs(logits))
+  logits, labels = classify.predict_logits(state, test, lambda e, r: e, bs, mesh)
+  m = metrics_lib.classification_metrics(labels, classify.logits_to_probs(logits))
   return {"balanced_accuracy": m["balanced_accuracy"], "accuracy": m["accuracy"], "chance": 1.0 / num_domains}
 
 
-@functools.lru_cache(maxsize=8)
-def _origin_parts(name: str, num_domains: int, width: float, optim_json: str, spe: int, epochs: int):
-  """Module and optimizer of the origin classifier, built once so every row reuses the compiled
-  training step (the jitted step treats both as static)."""
+def build_origin_classifier(name: str, num_domains: int, width: float, optim_cfg, spe: int, epochs: int):
+  """Module and optimizer of the origin classifier; built through `build_once` so every row
+  reuses the compiled training step (the jitted step treats both as static)."""
   model = models.get_classifier(name, num_domains, width_multiplier=width)
-  return model, optimizers.make_optimizer(ml_collections.ConfigDict(json.loads(optim_json)), spe, spe * epochs)
+  return model, optimizers.make_optimizer(optim_cfg, spe, spe * epochs)
 
 
-def run_all(config, data, run, out_dir: str, writer, mesh) -> dict:
+def run_all(config, data, run, workdir: str, report_name: str, writer) -> dict:
+  """Writes `reports/<report_name>.json` and the figures beside it; returns the report."""
+  mesh = run.mesh
+  out_dir = os.path.dirname(os.path.join(rundir.reports_dir(workdir), report_name))
   os.makedirs(out_dir, exist_ok=True)
   vr = config.preprocess.value_range
   k = len(data.refs)
@@ -84,7 +82,7 @@ def run_all(config, data, run, out_dir: str, writer, mesh) -> dict:
     raw_view = raw
   # The raw-image origin classifier is the same for every row of a seed (same data, same
   # classifier seed): train it once per (seed, grayscale, diagnostics settings) and reuse it.
-  raw_key = (int(config.seed), bool(config.grayscale_cov), json.dumps(config.diagnostics.to_dict(), sort_keys=True))
+  raw_key = (int(config.seed), bool(config.grayscale_cov), compile_cache.setting_key(config.diagnostics))
   if raw_key not in data.origin_raw_cache:
     data.origin_raw_cache[raw_key] = origin_classifier_accuracy(config, raw_view["train"], dom["train"],
                                                                 raw_view["test"], dom["test"], mesh, k)
@@ -120,8 +118,7 @@ def run_all(config, data, run, out_dir: str, writer, mesh) -> dict:
   hist_fig.tight_layout()
   hist_fig.savefig(os.path.join(out_dir, "intensity_histograms.png"), dpi=90)
   writer.write_images(0, {f"{os.path.basename(out_dir)}/before_after_{n}": g[None] for n, g in grids.items()})
-  with open(os.path.join(out_dir, "diagnostics.json"), "w") as f:
-    json.dump(result, f, indent=1)
+  rundir.write_report(workdir, report_name, result, indent=1)
   print(f"[prepnet] diagnostics {os.path.basename(out_dir)}: fresh origin classifier BA raw="
         f"{result['origin_raw']['balanced_accuracy']:.3f} normalised={result['origin_normalised']['balanced_accuracy']:.3f}"
         f" (chance {1.0 / k:.3f}); PSNR " + ", ".join(f"{n}={v['psnr']:.1f}dB" for n, v in result["reconstruction"].items()),

@@ -12,10 +12,10 @@ Every number is a mean ± std over the seeds the config lists.
 
 from __future__ import annotations
 
-import json
-import os
-
 import numpy as np
+
+from prepnet_jax.runtime import rundir
+from prepnet_jax.eval import prepnet_layout
 
 SPLITS = ("train", "val", "test")
 SHORT = {"train": "Tr", "val": "Va", "test": "Te"}
@@ -53,7 +53,7 @@ def build_tables(all_results: dict, config) -> dict:
     per_seed = [_seed_summary(r) for _, r in sorted(by_seed.items())]
     keys = per_seed[0].keys()
     tables[row] = {k: _stats([s[k] for s in per_seed]) for k in keys}
-  baseline = config.get("baseline_row", "") or next(iter(tables))
+  baseline = config.baseline_row or next(iter(tables))
   if baseline not in tables:
     raise KeyError(f"baseline_row={baseline!r} is not one of the rows {list(tables)}")
   for row, cells in tables.items():
@@ -138,13 +138,13 @@ def verdicts(tables: dict, rows: list[str], baseline: str) -> list[str]:
   return out
 
 
-def write(reports_dir: str, tables: dict, all_results: dict, config, seconds: float) -> str:
-  os.makedirs(reports_dir, exist_ok=True)
+def write(workdir: str, tables: dict, all_results: dict, config, seconds: float) -> str:
+  """`reports/prepnet_table.{json,md}` (the tables) and `reports/prepnet_results.json` (the tables
+  with every row's per-seed results, curves left out); returns the Markdown."""
   text = markdown(tables, all_results, config) + f"\nWall time: {seconds:.0f} s\n"
-  with open(os.path.join(reports_dir, "prepnet_table.md"), "w") as f:
-    f.write(text)
+  rundir.write_report(workdir, prepnet_layout.TABLE_REPORT, tables, text, indent=1)
   raw = {row: {str(s): {k: v for k, v in r.items() if k != "_curves"} for s, r in by.items()}
          for row, by in all_results.items()}
-  with open(os.path.join(reports_dir, "prepnet_results.json"), "w") as f:
-    json.dump({"tables": tables, "results": raw, "wall_seconds": seconds}, f, indent=1, default=float)
+  rundir.write_report(workdir, prepnet_layout.RESULTS_REPORT, {"tables": tables, "results": raw, "wall_seconds": seconds},
+                      indent=1)
   return text

@@ -38,8 +38,11 @@ def grayscale3(x: jax.Array) -> jax.Array:
 
 
 def _apply(state: TrainState, x, train: bool, rng=None, params=None):
-  """Returns (output, new_batch_stats); batch stats only change in training mode."""
-  variables = state.variables_with(params)
+  """Returns (output, new_batch_stats); batch stats only change in training mode.
+
+  `params` replaces the state's own parameters (the ones being differentiated); None = its own.
+  """
+  variables = state.variables if params is None else state.variables_with(params)
   if not train:
     return state.apply_fn(variables, x, train=False), state.batch_stats
   out, updates = state.apply_fn(variables, x, train=True, rngs={"dropout": rng}, mutable=["batch_stats"])

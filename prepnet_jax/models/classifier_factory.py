@@ -1,0 +1,50 @@
+"""A classifier and its train state from a config's `model` and `optim` sections.
+
+The one place that turns `config.model` (name, width, dropout, kwargs, optional local ImageNet
+weights, frozen backbone) and `config.optim` into a flax module and a `TrainState`; the
+classifier task trains what it builds, and `eval.trained` rebuilds the same structure to
+restore a finished run.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from absl import logging
+
+from prepnet_jax import models
+from prepnet_jax.runtime import optimizers
+from prepnet_jax.runtime.state import TrainState, create_train_state
+
+
+def num_outputs(config) -> int:
+  """Binary tasks use one logit (BCE, as the studies do); K-class tasks K logits."""
+  k = int(config.data.num_classes)
+  return 1 if k == 2 and config.model.binary_single_logit else k
+
+
+def build_classifier(config):
+  """The flax module of `config.model` with `num_outputs(config)` logits."""
+  kwargs = dict(config.model.kwargs or {})
+  kwargs.setdefault("width_multiplier", float(config.model.width_multiplier))
+  kwargs.setdefault("dropout_rate", float(config.model.dropout_rate))
+  return models.get_classifier(config.model.name, num_outputs(config), **kwargs)
+
+
+def create_classifier_state(config, model, rng, steps_per_epoch: int, total_steps: int) -> TrainState:
+  """Initialised state (or local pretrained weights) with the optimizer of `config.optim`."""
+  size, channels = int(config.preprocess.image_size), int(config.preprocess.channels)
+  sample = jnp.zeros((1, size, size, channels), jnp.float32)
+  variables = jax.eval_shape(lambda: model.init({"params": rng, "dropout": rng}, sample, train=False))
+  mask = models.trainable_mask(variables["params"], bool(config.model.freeze_backbone))
+  tx = optimizers.make_optimizer(config.optim, steps_per_epoch, total_steps, trainable_mask=mask)
+  state = create_train_state(model, tx, rng, sample)
+  path = config.model.pretrained_path
+  if path:
+    loaded = models.load_pretrained(config.model.name, state.variables, path,
+                                    sha256=config.model.pretrained_sha256 or None)
+    state = state.replace(params=loaded["params"], batch_stats=loaded.get("batch_stats", state.batch_stats),
+                          opt_state=tx.init(loaded["params"]))
+  else:
+    logging.info("model %s: random initialisation (no pretrained_path given)", config.model.name)
+  return state
