@@ -38,6 +38,7 @@ def main(argv):
     import tensorflow as tf
     tf.config.set_visible_devices([], "GPU")
   import jax
+
   from prepnet_jax.runtime import jax_settings
   jax_settings.configure()
   runner = tasks.get_runner(config.task)  # fail fast on an unknown task, before any work

@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 
 from helpers import load_config, set_fields
-from prepnet_jax.eval import classify
 from prepnet_jax.data import datasets, pipeline
-from prepnet_jax.tasks.augment_experiment import arms, generators, job as ae
-from prepnet_jax.tasks.augment_experiment import report as aug_report
-from prepnet_jax.tasks.generative import gan
+from prepnet_jax.eval import classify
 from prepnet_jax.runtime import rundir
+from prepnet_jax.tasks.augment_experiment import arms, generators, job as ae, report as aug_report
+from prepnet_jax.tasks.generative import gan
 
 # 60 patients: both classes in the val/test splits and on the external site.
 TINY_CXR = {"num_patients": 60, "image_size": 32}

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from helpers import REPO, tiny_classifier_config
-from prepnet_jax.runtime import checkpointing, checks
 from prepnet_jax.models import classifier_factory
+from prepnet_jax.runtime import checkpointing, checks
 from prepnet_jax.tasks.classifier import train as classifier
 
 

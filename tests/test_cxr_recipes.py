@@ -9,14 +9,12 @@ import numpy as np
 import pytest
 
 from helpers import load_config, set_fields
-from prepnet_jax.eval import classify
-from prepnet_jax.data import pipeline
-from prepnet_jax.runtime import checkpointing
-from prepnet_jax.models import classifier_factory
-from prepnet_jax.tasks.classifier import train as classifier
-from prepnet_jax.tasks.classifier import recipes as cxr_recipes
-from prepnet_jax.runtime import optimizers
 from prepnet_jax import tasks
+from prepnet_jax.data import pipeline
+from prepnet_jax.eval import classify
+from prepnet_jax.models import classifier_factory
+from prepnet_jax.runtime import checkpointing, optimizers
+from prepnet_jax.tasks.classifier import recipes as cxr_recipes, train as classifier
 
 RECIPES = ("cxr_covidnet", "cxr_resnet50_kth", "cxr_deepcovid", "cxr_resnet18_exp", "cxr_resnet34",
            "cxr_vgg16_step", "cxr_resnet50_onecycle")

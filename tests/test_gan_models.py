@@ -11,12 +11,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from configs import cgan, dcgan, vae, wgan, wgan_gp
-from configs import gan as gan_config
+from configs import cgan, dcgan, gan as gan_config, vae, wgan, wgan_gp
 from prepnet_jax.losses import gan as gan_losses
-from prepnet_jax.models import gan as gan_models
-from prepnet_jax.models import vae as vae_models
-from prepnet_jax.models import vaegan as vaegan_models
+from prepnet_jax.models import gan as gan_models, vae as vae_models, vaegan as vaegan_models
 
 KEY = jax.random.key(0)
 

@@ -13,15 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from configs import cgan, dcgan, gan, vae, vaegan, wgan, wgan_gp
-from configs import sample as sample_config
-from prepnet_jax.runtime import checkpointing, checks
-from prepnet_jax.tasks.generative import common as gen_common
-from prepnet_jax.tasks.generative import sample
-from prepnet_jax.runtime import sharding
-from prepnet_jax.tasks.generative import gan as gan_train
-from prepnet_jax.tasks.generative import vae as vae_train
-from prepnet_jax.tasks.generative import vaegan as vaegan_train
+from configs import cgan, dcgan, gan, sample as sample_config, vae, vaegan, wgan, wgan_gp
+from prepnet_jax.runtime import checkpointing, checks, sharding
+from prepnet_jax.tasks.generative import (common as gen_common, gan as gan_train, sample, vae as vae_train,
+                                          vaegan as vaegan_train)
 
 SIZE = 32
 TINY_PHANTOM = {"num_patients": 12, "image_size": SIZE}

@@ -13,10 +13,9 @@ import pytest
 import scipy.linalg
 from PIL import Image
 
-from prepnet_jax.eval import feature_extractors as fe
-from prepnet_jax.eval import gen_metrics as gm
-from prepnet_jax.tasks import gen_metrics as gen_metrics_job
+from prepnet_jax.eval import feature_extractors as fe, gen_metrics as gm
 from prepnet_jax.models.inception_v3 import MissingWeightsError
+from prepnet_jax.tasks import gen_metrics as gen_metrics_job
 from tests.helpers import load_config
 
 RECORD_FIELDS = ("metric", "value", "std", "extractor", "weights_sha256", "resize", "n_real", "n_gen",
@@ -223,8 +222,8 @@ def test_missing_inception_weights_fall_back_only_when_allowed(tmp_path):
 
 
 def test_classifier_extractor_from_a_checkpoint(tmp_path):
-  from prepnet_jax.runtime import checkpointing
   from prepnet_jax.models import classifier_factory
+  from prepnet_jax.runtime import checkpointing
   from tests.helpers import tiny_classifier_config
   config = tiny_classifier_config(**{"preprocess.image_size": 16})
   workdir = tmp_path / "clf"

@@ -18,8 +18,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from prepnet_jax.eval import feature_extractors as fe  # noqa: E402
-from prepnet_jax.eval import gen_metrics as gm  # noqa: E402
+from prepnet_jax.eval import feature_extractors as fe, gen_metrics as gm  # noqa: E402
 from prepnet_jax.models import inception_v3 as inc  # noqa: E402
 
 SIZE = 75

@@ -13,7 +13,6 @@ import pathlib
 import subprocess
 import sys
 
-
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "prepnet_jax"
 RANK = {"runtime": 0, "data": 1, "models": 1, "losses": 1, "eval": 2, "tasks": 3}

@@ -17,17 +17,13 @@ import pytest
 from PIL import Image
 
 from helpers import load_config, tiny_classifier_config
-from prepnet_jax.eval import inference
 from prepnet_jax.data import datasets, export_ct, image_folder, nifti, phantom, transforms
-from prepnet_jax.eval import calibration
+from prepnet_jax.eval import calibration, classify, inference, prepnet_layout, trained
 from prepnet_jax.eval.metrics import as_class_probs
-from prepnet_jax.runtime import checkpointing
-from prepnet_jax.models import classifier_factory
+from prepnet_jax.models import classifier_factory, prepnet_networks
+from prepnet_jax.runtime import checkpointing, sharding
 from prepnet_jax.tasks.classifier import train as classifier
 from prepnet_jax.tasks.predict import job as predict
-from prepnet_jax.eval import prepnet_layout
-from prepnet_jax.models import prepnet_networks
-from prepnet_jax.runtime import sharding
 
 ATOL = 1e-5  # the same model on the same pixels; only XLA's batch-1 vs batch-8 rounding differs
 TINY = {"num_patients": 24, "image_size": 48}
@@ -60,12 +56,12 @@ def restore_state(workdir):
 
 
 def evaluation_path_probabilities(state, config, images, temperature: float = 1.0) -> np.ndarray:
-  """`classifier.predict_logits` on uint8 images (N, K ≥ 2 probabilities)."""
+  """`classify.predict_logits` on uint8 images (N, K ≥ 2 probabilities)."""
   source = [{"image": image, "label": 0} for image in images]
   preprocess = transforms.make_preprocess(config.preprocess, training=False)
-  logits, _ = classifier.predict_logits(state, source, preprocess, 8, sharding.make_mesh())
+  logits, _ = classify.predict_logits(state, source, preprocess, 8, sharding.make_mesh())
   if temperature == 1.0:
-    return as_class_probs(classifier.logits_to_probs(logits))
+    return as_class_probs(classify.logits_to_probs(logits))
   return as_class_probs(calibration.probabilities(logits, temperature))
 
 
@@ -96,8 +92,8 @@ def ct_model(tmp_path_factory):
   """A tiny CT classifier trained for one epoch on the phantom: (workdir, config, state)."""
   workdir = tmp_path_factory.mktemp("ct_model")
   config = tiny_classifier_config(num_epochs=1, **{"data.phantom_overrides": dict(TINY)})
-  train = classifier.load_split(config, config.data.train, "train")
-  val = classifier.load_split(config, config.data.train, "val")
+  train = classify.load_split(config, config.data.train, "train")
+  val = classify.load_split(config, config.data.train, "val")
   classifier.fit(config, str(workdir), train, val)
   write_run_config(workdir, config)
   return workdir, config, restore_state(str(workdir))
@@ -297,3 +293,19 @@ def test_bad_configs_name_the_field(ct_model, prepnet_run, tmp_path):
   with pytest.raises(ValueError, match="prepnet_seed=3 was not run"):
     predict.run(predict_config(model_dir, "x.png", prepnet_workdir=prepnet_run[0], prepnet_row="Auto-encoder",
                                prepnet_seed=3), str(tmp_path))
+
+
+def test_prediction_uses_only_the_selected_model_but_features_may_use_a_training_checkpoint(tmp_path):
+  """No `best/`: prediction refuses (never a stray state); the feature extractor's loader may
+  take the latest training checkpoint."""
+  config = tiny_classifier_config(**{"data.phantom_overrides": dict(TINY)})
+  state = classifier_factory.create_classifier_state(config, classifier_factory.build_classifier(config),
+                                                     jax.random.key(1), 1, 1)
+  checkpointing.Checkpointer(os.path.join(tmp_path, "checkpoints"), 1).save(3, jax.device_get(state), {})
+  write_run_config(tmp_path, config)
+  with pytest.raises(FileNotFoundError, match="best-on-validation"):
+    predict.run(predict_config(str(tmp_path), "x.png"), str(tmp_path / "out"))
+  loaded = trained.load_classifier(str(tmp_path))
+  assert loaded.checkpoint == "step 3"
+  np.testing.assert_array_equal(jax.tree_util.tree_leaves(loaded.state.params)[0],
+                                jax.tree_util.tree_leaves(jax.device_get(state.params))[0])

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 
 from helpers import load_config
-from prepnet_jax.tasks.prepnet import job as prepnet
 from prepnet_jax.eval import prepnet_layout
 from prepnet_jax.models import prepnet_networks
-from prepnet_jax.tasks.prepnet import schedules, training_data
+from prepnet_jax.tasks.prepnet import job as prepnet, schedules, training_data
 
 
 def tiny_prepnet_config(rows, **overrides):
@@ -129,6 +128,7 @@ def test_a_new_e_cov_reuses_the_compiled_step():
   network compiles the step again (~10 s each on CPU)."""
   import jax
   import jax.numpy as jnp
+
   from prepnet_jax.tasks.prepnet import steps as prepnet_steps
 
   config = tiny_prepnet_config([dict(name="Original", overrides={"schedule": "none"})])

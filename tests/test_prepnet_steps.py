@@ -8,8 +8,8 @@ import pytest
 
 from prepnet_jax import models
 from prepnet_jax.models.unet import UNetVGG16AE
-from prepnet_jax.tasks.prepnet import steps
 from prepnet_jax.runtime.state import create_train_state
+from prepnet_jax.tasks.prepnet import steps
 
 SIZE = 32
 

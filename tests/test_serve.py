@@ -13,10 +13,10 @@ import tempfile
 import numpy as np
 import pytest
 from PIL import Image
+from test_predict import make_model_workdir, phantom_ct_images, png_bytes
 
 from prepnet_jax.eval import inference
 from prepnet_jax.tasks.serve import app as serve_app
-from test_predict import make_model_workdir, phantom_ct_images, png_bytes
 
 LIMIT = 2 * 2**20  # above a phantom NIfTI volume (0.6 MB)
 

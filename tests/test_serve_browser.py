@@ -14,13 +14,13 @@ import threading
 
 import numpy as np
 import pytest
+from test_predict import make_model_workdir, png_bytes, predict_config
 from werkzeug.serving import make_server
 
-from prepnet_jax.eval import inference
 from prepnet_jax.data import datasets
-from prepnet_jax.tasks.serve import app as serve_app
+from prepnet_jax.eval import inference
 from prepnet_jax.tasks.predict import job as predict
-from test_predict import make_model_workdir, png_bytes, predict_config
+from prepnet_jax.tasks.serve import app as serve_app
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 SCREENSHOT = "/tmp/prepnet_serve_screenshot.png"

@@ -55,6 +55,7 @@ def phantom_source(modality: str, site: str, split: str, seed: int = 0,
 
 def _tfds_source(name: str, split: str, data_dir: str, manual_dir: str | None, config: str | None = None):
   import tensorflow_datasets as tfds
+
   from prepnet_jax.data import ct_datasets, cxr_datasets  # noqa: F401  (registers the builders)
   full = f"{name}/{config}" if config else name
   builder = tfds.builder(full, data_dir=data_dir)

@@ -16,7 +16,6 @@ from prepnet_jax.losses import classification as losses
 from prepnet_jax.runtime import rundir, sharding
 from prepnet_jax.runtime.state import TrainState
 
-
 # --- data ----------------------------------------------------------------------------------------
 
 def relabel(source, label_key: str):

@@ -338,7 +338,7 @@ class Predictor:
                gradcam_layer: str = "", cam_alpha: float = 0.4, autoencoder: prepnet_autoencoder.AutoEncoder | None = None):
     self.model_workdir = model_workdir
     self.options = options
-    classifier = trained.load_classifier(model_workdir)
+    classifier = trained.load_classifier(model_workdir, require_best=True)
     self.config, self.model, self.variables = classifier.config, classifier.model, classifier.variables
     self.class_names = [str(c) for c in self.config.data.class_names]
     self.modality = training_modality(self.config)

@@ -29,10 +29,11 @@ class TrainedClassifier(NamedTuple):
     return self.state.variables
 
 
-def load_classifier(workdir: str, step: int | None = None) -> TrainedClassifier:
+def load_classifier(workdir: str, step: int | None = None, *, require_best: bool = False) -> TrainedClassifier:
   """The best-on-validation state of a classifier run (step None), or `checkpoints/` step `step`.
 
-  Without a `best/` checkpoint, step None falls back to the latest training checkpoint.
+  Without a `best/` checkpoint, step None falls back to the latest training checkpoint unless
+  `require_best` (prediction on patients uses only the selected model, never a stray state).
   """
   config = rundir.read_config(workdir, "classifier")
   template_config = ml_collections.ConfigDict(config.to_dict())
@@ -44,6 +45,9 @@ def load_classifier(workdir: str, step: int | None = None) -> TrainedClassifier:
   best = os.path.join(workdir, "best")
   use_best = (step is None and os.path.isdir(best)
               and checkpointing.Checkpointer(best, 1).latest_step() is not None)
+  if require_best and not use_best:
+    raise FileNotFoundError(f"no checkpoint in {best}; expected the best-on-validation checkpoint "
+                            "that the classifier task writes after its first epoch")
   ckpt = checkpointing.Checkpointer(best if use_best else os.path.join(workdir, "checkpoints"), None)
   if ckpt.latest_step() is None:
     raise FileNotFoundError(f"no checkpoint in {best} or {ckpt.directory}; expected the workdir of a "

@@ -1,4 +1,4 @@
-"""Classification and PrepNet losses (generative losses live in gan_losses / stylegan2_losses).
+"""Classification and PrepNet losses (the generative ones live in `losses.gan` and `losses.stylegan2`).
 
 Binary tasks use one logit and BCE; K-class tasks use softmax cross-entropy. Class weights
 multiply each example's loss by the weight of its true class and the mean is normalised by the

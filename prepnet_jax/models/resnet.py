@@ -124,13 +124,7 @@ class ResNet(StagedClassifier):
   target of paper 002) is where `features` stops and `head` resumes.
   """
   depth: int = 50
-  num_classes: int = 1000
   layout: str = "torchvision"
-  dropout_rate: float = 0.0
-  width_multiplier: float = 1.0
-  feature_layer: str | None = None
-  bn_momentum: float = 0.9
-  dtype: Any = jnp.float32
 
   @property
   def stage_names(self) -> tuple[str, ...]:
@@ -142,10 +136,7 @@ class ResNet(StagedClassifier):
                        f"got {self.depth}")
     if self.layout not in LAYOUTS:
       raise ValueError(f"ResNet layout must be one of {LAYOUTS}, got {self.layout!r}")
-    layer = self.feature_layer or RESNET_STAGES[-1]
-    if layer not in RESNET_STAGES:
-      raise ValueError(f"ResNet feature_layer must be one of {RESNET_STAGES}, got {layer!r}")
-    self.split_block = RESNET_STAGES.index(layer) + 1
+    self.split_block = self.split_at_feature_layer()
     self.backbone = ResNetFeatures(self.depth, self.width_multiplier, self.layout,
                                    self.bn_momentum, self.dtype)
     self.classifier = GAPHead(self.num_classes, self.dropout_rate, self.dtype, name="head")

@@ -69,9 +69,24 @@ def conv3x3_bn_relu(x, width: int, name: str, *, train: bool, batch_norm: bool =
 class StagedClassifier(nn.Module):
   """A classifier split at `feature_layer`: `features` (the Grad-CAM map) then `head` (logits).
 
-  Subclasses set `backbone` (runnable over a stage range), `classifier` (the top) and
-  `split_block` (the 1-based stage where `features` stops) in `setup`.
+  The fields every VGG / ResNet / small-CNN classifier has live here; subclasses name their
+  `stage_names` and set `backbone` (runnable over a stage range), `classifier` (the top) and
+  `split_block = self.split_at_feature_layer()` in `setup`.
   """
+  num_classes: int = 1000
+  dropout_rate: float = 0.0
+  width_multiplier: float = 1.0
+  feature_layer: str | None = None
+  bn_momentum: float = 0.9
+  dtype: Any = jnp.float32
+
+  def split_at_feature_layer(self) -> int:
+    """The 1-based stage where `features` stops; `feature_layer` None = the last stage."""
+    layer = self.feature_layer or self.stage_names[-1]
+    if layer not in self.stage_names:
+      raise ValueError(f"{type(self).__name__} feature_layer must be one of {self.stage_names}, "
+                       f"got {layer!r}")
+    return self.stage_names.index(layer) + 1
 
   def check_input(self, x) -> None:
     """Raises on inputs the architecture cannot take (nothing by default)."""
@@ -90,7 +105,7 @@ class StagedClassifier(nn.Module):
 
 
 class VGGFeatures(nn.Module):
-  """The conv part of VGG, runnable one block range at a time.
+  """The conv part of VGG (and of the small CNN), runnable one block range at a time.
 
   `__call__(x, train, start, stop)` runs blocks start..stop (1-based, inclusive); every block
   after the first starts with the 2x2 max-pool of the previous one, and a block's output is
@@ -101,6 +116,8 @@ class VGGFeatures(nn.Module):
   width_multiplier: float = 1.0
   bn_momentum: float = 0.9
   dtype: Any = jnp.float32
+  widths: tuple[int, ...] = VGG_BLOCK_WIDTHS  # per block, before the width multiplier
+  use_bias: bool = True
 
   @nn.compact
   def __call__(self, x, train: bool, start: int = 1, stop: int | None = None):
@@ -108,11 +125,11 @@ class VGGFeatures(nn.Module):
     for block in range(start, stop + 1):
       if block > 1:
         x = max_pool2(x)
-      width = scaled(VGG_BLOCK_WIDTHS[block - 1], self.width_multiplier)
+      width = scaled(self.widths[block - 1], self.width_multiplier)
       for conv in range(1, self.block_sizes[block - 1] + 1):
         x = conv3x3_bn_relu(x, width, f"block{block}_conv{conv}", train=train,
-                            batch_norm=self.batch_norm, bn_momentum=self.bn_momentum,
-                            dtype=self.dtype)
+                            batch_norm=self.batch_norm, use_bias=self.use_bias,
+                            bn_momentum=self.bn_momentum, dtype=self.dtype)
     return x
 
 
@@ -151,15 +168,10 @@ class VGG(StagedClassifier):
   `__call__(x) == head(features(x))` holds for every choice.
   """
   depth: int = 16
-  num_classes: int = 1000
   batch_norm: bool = False
   head_type: str = "mlp"
   head_pool_size: int = 7
   dropout_rate: float = 0.5
-  width_multiplier: float = 1.0
-  feature_layer: str | None = None
-  bn_momentum: float = 0.9
-  dtype: Any = jnp.float32
 
   @property
   def stage_names(self) -> tuple[str, ...]:
@@ -168,10 +180,7 @@ class VGG(StagedClassifier):
   def setup(self):
     if self.depth not in VGG_BLOCK_SIZES:
       raise ValueError(f"VGG depth must be one of {sorted(VGG_BLOCK_SIZES)}, got {self.depth}")
-    layer = self.feature_layer or VGG_STAGES[-1]
-    if layer not in VGG_STAGES:
-      raise ValueError(f"VGG feature_layer must be one of {VGG_STAGES}, got {layer!r}")
-    self.split_block = VGG_STAGES.index(layer) + 1
+    self.split_block = self.split_at_feature_layer()
     self.backbone = VGGFeatures(VGG_BLOCK_SIZES[self.depth], self.batch_norm,
                                 self.width_multiplier, self.bn_momentum, self.dtype)
     self.classifier = VGGHead(self.num_classes, self.head_type, self.head_pool_size,

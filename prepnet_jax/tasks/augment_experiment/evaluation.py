@@ -9,8 +9,7 @@ import jax
 import numpy as np
 
 from prepnet_jax.data import pipeline, transforms
-from prepnet_jax.eval import calibration, classify, figures, gradcam
-from prepnet_jax.eval import metrics as metrics_lib
+from prepnet_jax.eval import calibration, classify, figures, gradcam, metrics as metrics_lib
 from prepnet_jax.models import classifier_factory
 from prepnet_jax.runtime import writers
 

@@ -41,8 +41,10 @@ from prepnet_jax.data import pipeline, splits, transforms
 from prepnet_jax.eval import classify
 from prepnet_jax.runtime import rundir, sharding, writers
 from prepnet_jax.tasks.augment_experiment.arms import ARMS, FieldsSource, arm_training_source, extra_counts
-from prepnet_jax.tasks.augment_experiment.evaluation import calibrate, evaluate, gradcam_report, reliability_diagrams
-from prepnet_jax.tasks.augment_experiment.generators import generator_data_check, patient_ids, resolve_generators
+from prepnet_jax.tasks.augment_experiment.evaluation import (calibrate, evaluate, gradcam_report,
+                                                             reliability_diagrams)
+from prepnet_jax.tasks.augment_experiment.generators import (generator_data_check, patient_ids,
+                                                             resolve_generators)
 from prepnet_jax.tasks.augment_experiment.report import arm_record, format_report
 from prepnet_jax.tasks.classifier import recipes as cxr_recipes
 

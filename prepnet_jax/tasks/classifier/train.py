@@ -28,7 +28,6 @@ from prepnet_jax.models.classifier_factory import build_classifier, create_class
 from prepnet_jax.runtime import checkpointing, checks, optimizers, sharding, writers
 from prepnet_jax.runtime.state import TrainState
 
-
 # --- steps ---------------------------------------------------------------------------------------
 
 @functools.partial(jax.jit, donate_argnums=0)

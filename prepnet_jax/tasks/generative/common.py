@@ -32,7 +32,6 @@ from prepnet_jax.data import datasets, pipeline, transforms
 from prepnet_jax.runtime import checkpointing, checks, compile_cache, rundir, sharding, writers
 from prepnet_jax.runtime.state import TrainState
 
-
 # --- network state -------------------------------------------------------------------------------
 
 def create_net(model, tx: optax.GradientTransformation, rng: jax.Array, *inputs, **kwargs) -> TrainState:

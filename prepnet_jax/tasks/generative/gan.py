@@ -18,6 +18,7 @@ from G in inference mode (BatchNorm running statistics), from the EMA weights wh
 from __future__ import annotations
 
 import functools
+
 import flax
 import jax
 import jax.numpy as jnp

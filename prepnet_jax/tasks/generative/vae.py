@@ -18,9 +18,9 @@ import jax.numpy as jnp
 
 from prepnet_jax.losses import gan as gan_losses
 from prepnet_jax.models import vae as vae_models
-from prepnet_jax.tasks.generative import common as gen_common
 from prepnet_jax.runtime import optimizers, sharding
 from prepnet_jax.runtime.state import TrainState
+from prepnet_jax.tasks.generative import common as gen_common
 
 
 @flax.struct.dataclass

@@ -23,11 +23,10 @@ import jax
 import jax.numpy as jnp
 
 from prepnet_jax.losses import gan as gan_losses
-from prepnet_jax.models import vae as vae_models
-from prepnet_jax.models import vaegan as vaegan_models
-from prepnet_jax.tasks.generative import common as gen_common
+from prepnet_jax.models import vae as vae_models, vaegan as vaegan_models
 from prepnet_jax.runtime import optimizers, sharding
 from prepnet_jax.runtime.state import TrainState
+from prepnet_jax.tasks.generative import common as gen_common
 from prepnet_jax.tasks.generative.common import select_tree
 
 

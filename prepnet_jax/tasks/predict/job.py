@@ -22,8 +22,8 @@ import re
 
 import numpy as np
 
-from prepnet_jax.eval import inference
 from prepnet_jax.data import image_folder, nifti, transforms
+from prepnet_jax.eval import inference
 from prepnet_jax.runtime.writers import save_png
 
 # Folder members that are tried (by content); explicitly named files are always tried.
@@ -89,8 +89,8 @@ def write_dicom(path: str | os.PathLike, stored: np.ndarray, modality: str, *, s
   """
   import pydicom
   from pydicom.dataset import FileMetaDataset
-  from pydicom.uid import CTImageStorage, DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian
-  from pydicom.uid import generate_uid
+  from pydicom.uid import (CTImageStorage, DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian,
+                           generate_uid)
 
   stored = np.asarray(stored)
   if stored.ndim != 2 or stored.dtype not in (np.uint16, np.int16):

@@ -20,8 +20,7 @@ from matplotlib.figure import Figure
 
 from prepnet_jax import models
 from prepnet_jax.data import pipeline, transforms
-from prepnet_jax.eval import classify
-from prepnet_jax.eval import metrics as metrics_lib
+from prepnet_jax.eval import classify, metrics as metrics_lib
 from prepnet_jax.runtime import compile_cache, optimizers, rundir, sharding, writers
 from prepnet_jax.runtime.state import create_train_state
 from prepnet_jax.tasks.classifier import train as classifier

@@ -20,8 +20,8 @@ import json
 import os
 import time
 
-from prepnet_jax.runtime import compile_cache, sharding, writers
 from prepnet_jax.eval import prepnet_layout
+from prepnet_jax.runtime import compile_cache, sharding, writers
 from prepnet_jax.tasks.prepnet import diagnostics, report
 from prepnet_jax.tasks.prepnet.row_run import RowRun
 from prepnet_jax.tasks.prepnet.training_data import Data

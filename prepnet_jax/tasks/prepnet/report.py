@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from prepnet_jax.runtime import rundir
 from prepnet_jax.eval import prepnet_layout
+from prepnet_jax.runtime import rundir
 
 SPLITS = ("train", "val", "test")
 SHORT = {"train": "Tr", "val": "Va", "test": "Te"}

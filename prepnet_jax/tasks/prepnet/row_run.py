@@ -15,11 +15,10 @@ import numpy as np
 from absl import logging
 
 from prepnet_jax.data import pipeline
-from prepnet_jax.eval import metrics as metrics_lib
+from prepnet_jax.eval import metrics as metrics_lib, prepnet_layout
+from prepnet_jax.models import prepnet_networks
 from prepnet_jax.runtime import checkpointing, checks, sharding
 from prepnet_jax.runtime.state import TrainState
-from prepnet_jax.eval import prepnet_layout
-from prepnet_jax.models import prepnet_networks
 from prepnet_jax.tasks.prepnet import rows, schedules, steps
 from prepnet_jax.tasks.prepnet.training_data import Data
 

@@ -25,8 +25,8 @@ import numpy as np
 from PIL import Image
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from prepnet_jax.eval import inference
 from prepnet_jax.data import transforms
+from prepnet_jax.eval import inference
 
 UPLOAD_FIELD = "image"
 DISPLAY_MAX_SIDE = 512  # originals are shown at most this large (encoding a 4k PNG takes long)

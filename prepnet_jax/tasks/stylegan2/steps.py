@@ -26,7 +26,6 @@ from prepnet_jax.runtime import sharding, writers
 from prepnet_jax.runtime.state import TrainState
 from prepnet_jax.tasks.stylegan2.hparams import Hparams, build_models, make_optimizer
 
-
 # --- state and static setup ------------------------------------------------------------------------
 
 @flax.struct.dataclass

@@ -27,7 +27,6 @@ from prepnet_jax.tasks.stylegan2.hparams import ARCH_FIELDS, Hparams, resolve_hp
 from prepnet_jax.tasks.stylegan2.snapshots import Snapshotter
 from prepnet_jax.tasks.stylegan2.steps import Setup, create_state, make_setup, train_step
 
-
 # --- data ------------------------------------------------------------------------------------------
 
 def load_training_images(config, hp: Hparams) -> pipeline.ArraySource:

@@ -1,0 +1,1 @@
+"""Losses: classification and PrepNet (`classification`), GAN/VAE (`gan`), StyleGAN2 (`stylegan2`)."""
