@@ -87,10 +87,11 @@ def fit(config, workdir: str, train_source, val_source, *, mesh=None, writer=Non
   state = create_classifier_state(config, model, rng, steps_per_epoch, total_steps)
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), int(config.keep_checkpoints))
   best_ckpt = checkpointing.Checkpointer(os.path.join(workdir, "best"), 1)
-  meta = {"iterator": None, "history": [], "best_metric": None, "best_step": None, "plateau": {}}
-  if ckpt.latest_step() is not None:
-    state, meta = ckpt.restore(state)
-    logging.info("resumed %s from step %d", workdir, int(state.step))
+  state, restored_meta, how = checkpointing.resume(ckpt, state, workdir)
+  meta = {"iterator": None, "history": [], "best_metric": None, "best_step": None, "plateau": {},
+          **restored_meta}
+  if restored_meta:
+    logging.info("%s: %s", workdir, how)
     print(f"[{name}] resuming from checkpoint step {int(state.step)} in {ckpt.directory}", flush=True)
   state = sharding.replicate(state, mesh)
   plateau = None
