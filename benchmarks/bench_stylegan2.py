@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 
 from prepnet_jax.data import diffaugment  # noqa: E402
 from prepnet_jax.runtime import sharding  # noqa: E402
-from prepnet_jax.tasks.stylegan2 import hparams as hparams_lib  # noqa: E402
+from prepnet_jax.models import stylegan2_hparams as hparams_lib  # noqa: E402
 from prepnet_jax.tasks.stylegan2 import steps as steps_lib  # noqa: E402
 
 

@@ -19,8 +19,13 @@ and a temperature fitted on COVIDx validation logits does not help there.
 
 Options:
 - given generators: --config.generator.workdirs='("", "runs/dcgan")' (one workdir per class,
-  '' where no image is needed; e.g. configs/dcgan.py, configs/gan.py, configs/vae.py runs) or a
-  conditional one: --config.generator.conditional_workdir=runs/cgan;
+  '' where no image is needed; e.g. configs/dcgan.py, configs/gan.py, configs/vae.py runs, or
+  per-class StyleGAN2 runs: '("runs/sg2_noncovid", "runs/sg2_covid")') or a conditional one:
+  --config.generator.conditional_workdir=runs/cgan (or runs/sg2_cond);
+- per-class StyleGAN2 generators trained here instead of DCGANs (preset 'small', 32 px, 4 kimg
+  each; data.class_filter is set per class): --config=configs/augment_experiment.py:generator=stylegan2
+  (with a recipe: :cxr_resnet34,generator=stylegan2); StyleGAN2's truncation and noise when
+  sampling: --config.generator.truncation_psi=0.7 --config.generator.noise_mode=const;
 - N and the class mix: --config.extra.per_class='(0, 312)' (numbers per class; -1 = fill the
   class up to the largest one; seed 004 added 10000 of each: '(10000, 10000)');
 - seed 004's leaky setup (generator trained on the external site):
@@ -35,10 +40,36 @@ import importlib
 
 import ml_collections
 
-from configs import classifier, dcgan
+from configs import classifier, dcgan, stylegan2
+
+GENERATORS = ("dcgan", "stylegan2")
 
 
-def get_config(recipe=None):
+def generator_config(name: str) -> ml_collections.ConfigDict:
+  """The per-class generator trained here: a 32-px DCGAN (300 steps) or StyleGAN2 'small' (4 kimg)."""
+  if name == "stylegan2":
+    g = stylegan2.get_config()
+    g.total_kimg = 4.0
+    g.snapshot_kimg = 4.0
+    g.eval.num_generated = 200
+    return g
+  if name != "dcgan":
+    raise ValueError(f"generator={name!r}; expected one of {GENERATORS}")
+  g = dcgan.get_config()
+  g.preprocess.image_size = 32
+  g.num_steps = 300
+  g.save_every = 300
+  g.sample_every = 100
+  g.log_every_steps = 50
+  g.fd.num_fake = 200
+  return g
+
+
+def get_config(spec=None):
+  """`spec`: '<recipe>', 'generator=<dcgan|stylegan2>' or both, comma-separated."""
+  parts = [p for p in (spec or "").split(",") if p]
+  generator = next((p.partition("=")[2] for p in parts if p.startswith("generator=")), "dcgan")
+  recipe = next((p for p in parts if not p.startswith("generator=")), None)
   if recipe:
     c = importlib.import_module(f"configs.{recipe}").get_config()
   else:
@@ -73,17 +104,12 @@ def get_config(recipe=None):
   c.generator.workdirs = ()             # one generator workdir per class ('' = none needed)
   c.generator.conditional_workdir = ""  # or one conditional generator (e.g. a CGAN run)
   c.generator.step = -1                 # checkpoint to sample (-1 = latest)
+  c.generator.truncation_psi = 1.0      # StyleGAN2 only (w towards w_avg); 1 = the full distribution
+  c.generator.noise_mode = "random"     # StyleGAN2 per-layer noise: 'random' (as in training) | 'const' | 'none'
   c.generator.data_train = ""           # generators trained here: '' = data.train
   c.generator.data_train_split = "train"
   c.generator.allow_eval_data = False   # True: a generator may have seen evaluation patients
-  g = dcgan.get_config()
-  g.preprocess.image_size = 32
-  g.num_steps = 300
-  g.save_every = 300
-  g.sample_every = 100
-  g.log_every_steps = 50
-  g.fd.num_fake = 200
-  c.generator.train = g                 # generators trained here when none is given (a gan, vae or vaegan config)
+  c.generator.train = generator_config(generator)                # generators trained here when none is given (gan, vae, vaegan or stylegan2 config)
 
   c.calibration = ml_collections.ConfigDict()
   c.calibration.num_bins = 15

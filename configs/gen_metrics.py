@@ -4,6 +4,8 @@
       --config.generated.folder=runs/sample/samples
   python main.py --config=configs/gen_metrics.py --workdir=runs/gen_metrics \
       --config.generated.workdir=runs/gan --config.generated.num_images=1000
+  python main.py --config=configs/gen_metrics.py --workdir=runs/gen_metrics_sg2 \
+      --config.generated.workdir=runs/sg2_covid --config.real.labels='(1,)'
 
 Real set: the phantom's 'covidx' CXR site, train split (a per-class generator:
 --config.real.labels='(1,)'; another set: --config.data.train=<dataset> --config.data.train_split=<split>). Extractors: 'inception' (real FID; needs a local weights file,
@@ -30,10 +32,12 @@ def get_config():
 
   c.generated = ml_collections.ConfigDict()
   c.generated.folder = ""               # a folder of generated PNGs (sorted, first num_images) ...
-  c.generated.workdir = ""              # ... or a gan/vae/vaegan run to sample from
+  c.generated.workdir = ""              # ... or a gan/vae/vaegan/stylegan2 run to sample from
   c.generated.step = -1                 # checkpoint step of `workdir`; -1 = latest
   c.generated.num_images = 1000         # 0 = every file of `folder`
   c.generated.label = -1                # class of a conditional generator; -1 = unconditional
+  c.generated.truncation_psi = 1.0      # StyleGAN2 only (others refuse psi != 1); 1 = no truncation
+  c.generated.noise_mode = "random"     # StyleGAN2 noise: 'random' (as stylegan2-ada's metrics) | 'const' | 'none'
 
   # The real set: split `data.train_split` of `data.train` (was real.dataset / real.split /
   # real.label_key), and how it is filtered and matched.

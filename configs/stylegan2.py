@@ -20,9 +20,9 @@ resolution is `preprocess.image_size`, the training fields (`batch_size`, `total
 
 Seed 004 trains one unconditional generator per class (COVID-positive and negative):
   python main.py --config=configs/stylegan2.py --config.preset=low_shot \
-      --config.data.class_filter=1 --workdir=runs/sg2_covid
+      --config.data.class_filter=[1] --workdir=runs/sg2_covid
   python main.py --config=configs/stylegan2.py --config.preset=low_shot \
-      --config.data.class_filter=0 --workdir=runs/sg2_noncovid
+      --config.data.class_filter=[0] --workdir=runs/sg2_noncovid
 The conditional alternative (one model, label embedding in G, projection in D):
   python main.py --config=configs/stylegan2.py --config.data.conditional=True --workdir=runs/sg2_cond
 
@@ -55,7 +55,7 @@ def get_config():
       "phantom_cxr/covidx",
       label_key="label",            # 1 = COVID-positive
       num_classes=2,
-      class_filter=_unset(int),     # e.g. 1: a generator of COVID-positive images only
+      class_filter=[],              # e.g. [1]: a generator of COVID-positive images only ([] = all)
       conditional=False,
       phantom_backend="memory",
   )

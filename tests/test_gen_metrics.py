@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-import types
 
 import jax
 import numpy as np
@@ -13,7 +11,7 @@ import pytest
 import scipy.linalg
 from PIL import Image
 
-from prepnet_jax.eval import feature_extractors as fe, gen_metrics as gm
+from prepnet_jax.eval import feature_extractors as fe, gen_metrics as gm, generators
 from prepnet_jax.models.inception_v3 import MissingWeightsError
 from prepnet_jax.tasks import gen_metrics as gen_metrics_job
 from tests.helpers import load_config
@@ -290,20 +288,27 @@ def test_job_on_a_png_folder_with_fallback(tmp_path):
     gen_metrics_job.run(config, str(workdir))
 
 
-def test_job_samples_a_generator_checkpoint_through_train_sample(tmp_path, monkeypatch):
+def test_job_samples_a_generator_checkpoint_through_the_generator_interface(tmp_path, monkeypatch):
   calls = []
 
-  def sample_images(workdir, step, num_images, seed, label=None):
-    calls.append((workdir, step, num_images, seed, label))
-    return _images(seed, num_images, size=24)
+  class FakeGenerator:
+    task, kind, step = "gan", "gan", 7
 
-  monkeypatch.setitem(sys.modules, "prepnet_jax.tasks.generative.sample",
-                      types.SimpleNamespace(sample_images=sample_images))
+    def generate(self, num, seed, label=None, truncation_psi=1.0, noise_mode="const"):
+      calls.append((num, seed, label, truncation_psi, noise_mode))
+      return _images(seed, num, size=24)
+
+  def load_generator(workdir, step=None):
+    calls.append((workdir, step))
+    return FakeGenerator()
+
+  monkeypatch.setattr(generators, "load_generator", load_generator)
   config = _job_config(tmp_path, **{"generated.workdir": "runs/gan", "generated.num_images": 12,
                                     "generated.label": 1, "extractors": "randinit",
                                     "metrics.names": "fd,kid"})
   result = gen_metrics_job.run(config, str(tmp_path / "work"))
-  assert calls == [("runs/gan", None, 12, 0, 1)]
+  assert calls == [("runs/gan", None), (12, 0, 1, 1.0, "random")]
+  assert result["generated"]["step"] == 7 and result["generated"]["kind"] == "gan"
   assert [r["metric"] for r in result["records"]] == ["fd_randinit", "kid_randinit"]
   assert all(r["label"] == 1 and r["n_gen"] == 12 for r in result["records"])
   config.generated.folder = str(tmp_path)

@@ -17,7 +17,8 @@ from prepnet_jax.losses import stylegan2 as losses
 from prepnet_jax.models import stylegan2 as sg2
 from prepnet_jax.runtime import checkpointing
 from prepnet_jax.runtime.state import TrainState
-from prepnet_jax.tasks.stylegan2 import hparams as hparams_lib, steps as steps_lib, train as train_lib
+from prepnet_jax.models import stylegan2_hparams as hparams_lib
+from prepnet_jax.tasks.stylegan2 import steps as steps_lib, train as train_lib
 
 TINY = dict(z_dim=16, w_dim=16, mapping_layers=2, channel_base=128, channel_max=8)
 

@@ -122,3 +122,27 @@ def get_source(ref: str, split: str, data_cfg: Any = None):
   manual_root = get("manual_dir", None)
   manual_dir = os.path.join(manual_root, name) if manual_root else None
   return _tfds_source(name, split, tfds_dir, manual_dir, config=config or None)
+
+
+def class_filter(data_cfg) -> list[int]:
+  """`data.class_filter` as a list of labels ([] = every class). A bare int or None (the form
+  StyleGAN2 configs used before they shared the list vocabulary) reads as [int] or []."""
+  value = data_cfg.get("class_filter", None) if hasattr(data_cfg, "get") else None
+  if value is None:
+    return []
+  if isinstance(value, (int, np.integer)):
+    return [int(value)]
+  return [int(v) for v in value]
+
+
+def training_source(data_cfg):
+  """Split `data.train_split` of `data.train`, restricted to the labels of `data.class_filter`
+  (on `data.label_key`): the images a generator run learns from."""
+  source = get_source(data_cfg.train, data_cfg.train_split, data_cfg)
+  labels = class_filter(data_cfg)
+  if labels:
+    source = pipeline.filter_source(source, data_cfg.label_key, labels)
+  if len(source) == 0:
+    raise ValueError(f"no training images in {data_cfg.train}:{data_cfg.train_split} with "
+                     f"{data_cfg.label_key} in {labels}; check config.data.class_filter")
+  return source

@@ -54,6 +54,18 @@ class Checkpointer:
                                       meta=ocp.args.JsonRestore()))
     return restored.state, dict(restored.meta or {})
 
+  def restore_tree(self, step: int | None = None) -> tuple[dict, dict]:
+    """The state of `step` (None = latest) as saved, nested dicts of numpy arrays keyed by field
+    name, with no template: for readers that need one part of a state (a trained generator's
+    weights) without building the networks and optimizers of the rest."""
+    step = self.latest_step() if step is None else step
+    if step is None or step not in self._manager.all_steps():
+      raise FileNotFoundError(f"no checkpoint for step {step} in {self.directory}; "
+                              f"available steps: {self.all_steps()}")
+    restored = self._manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+    return restored.state, dict(restored.meta or {})
+
   def read_meta(self, step: int | None = None) -> dict:
     """Only the JSON metadata of a step (e.g. to build the restore template)."""
     step = self.latest_step() if step is None else step

@@ -1,7 +1,8 @@
 """Standalone generative-metrics job (task 'gen_metrics'): generated images vs a real dataset.
 
 Generated images come from a folder of PNGs (`generated.folder`) or from a generator run
-(`generated.workdir`, sampled through `prepnet_jax.tasks.generative.sample.sample_images`). Real images
+(`generated.workdir`: any GAN/VAE/VAE-GAN/StyleGAN2 run, sampled through
+`eval.generators.load_generator`, with StyleGAN2's `truncation_psi` and `noise_mode`). Real images
 come from any dataset reference (`data.train`, `data.train_split`, optional class filter on
 `data.label_key`). By
 default the real images are first brought to the generated images' size and channel count
@@ -12,7 +13,6 @@ fakes with 1024² reals is a classic FID mistake). Writes `reports/gen_metrics.j
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import pathlib
@@ -21,7 +21,7 @@ import numpy as np
 from absl import logging
 
 from prepnet_jax.data import datasets, image_folder, pipeline, transforms
-from prepnet_jax.eval import feature_extractors, gen_metrics
+from prepnet_jax.eval import feature_extractors, gen_metrics, generators
 from prepnet_jax.runtime import rundir
 
 
@@ -45,12 +45,13 @@ def load_generated(config) -> tuple[list[np.ndarray] | np.ndarray, dict]:
     return images, dict(source="folder", folder=os.path.abspath(gen.folder), num_images=len(images))
   if num <= 0:
     raise ValueError(f"config.generated.num_images must be positive to sample a generator, got {num}")
-  sample = importlib.import_module("prepnet_jax.tasks.generative.sample")
   step = None if int(gen.step) < 0 else int(gen.step)
   label = None if int(gen.label) < 0 else int(gen.label)
-  images = sample.sample_images(gen.workdir, step, num, int(config.seed), label)
-  return images, dict(source="checkpoint", workdir=os.path.abspath(gen.workdir), step=step, label=label,
-                      seed=int(config.seed), num_images=len(images))
+  generator = generators.load_generator(gen.workdir, step)
+  images = generator.generate(num, int(config.seed), label, float(gen.truncation_psi), gen.noise_mode)
+  return images, dict(source="checkpoint", workdir=os.path.abspath(gen.workdir), task=generator.task,
+                      kind=generator.kind, step=generator.step, label=label, seed=int(config.seed),
+                      truncation_psi=float(gen.truncation_psi), noise_mode=gen.noise_mode, num_images=len(images))
 
 
 def load_real(config, like: np.ndarray | None) -> tuple[list[np.ndarray], dict]:

@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 
 from prepnet_jax.data import classical_augment, pipeline
-from prepnet_jax.tasks.generative import sample as sample_lib
+from prepnet_jax.eval.generators import load_generator
 
 ARMS = ("none", "classical", "oversample", "synthetic")
 KEPT_FIELDS = ("image", "label", "patient")
@@ -94,14 +94,18 @@ class Generator:
   trained_here: bool
 
 
-def synthetic_images(generators: list[Generator], counts: np.ndarray, step: int, seed: int) -> pipeline.ArraySource:
-  """`counts[k]` generated images of class k from the per-class or conditional generator."""
-  images, labels = [], []
+def synthetic_images(generators: list[Generator], counts: np.ndarray, step: int, seed: int,
+                     truncation_psi: float = 1.0, noise_mode: str = "random") -> pipeline.ArraySource:
+  """`counts[k]` generated images of class k from the per-class or conditional generator (any
+  run `eval.generators` loads: GAN family, VAE, VAE-GAN, StyleGAN2)."""
+  images, labels, loaded = [], [], {}
   for k, n in enumerate(counts):
     if not n:
       continue
-    generator = _generator_for(generators, k)
-    images.append(sample_lib.sample_images(generator.workdir, step, int(n), seed, label=k))
+    workdir = _generator_for(generators, k).workdir
+    if workdir not in loaded:
+      loaded[workdir] = load_generator(workdir, step)
+    images.append(loaded[workdir].generate(int(n), seed, k, truncation_psi, noise_mode))
     labels.append(np.full(int(n), k, np.int32))
   if not images:
     return pipeline.ArraySource({"image": _object_array([]), "label": np.zeros(0, np.int32),
@@ -129,7 +133,8 @@ def arm_training_source(arm: str, real, counts: np.ndarray, config, generators: 
   elif arm == "classical":
     extra = classical_images(real, counts, config.classical.preset, seed)
   elif arm == "synthetic":
-    extra = synthetic_images(generators, counts, int(config.generator.step), SAMPLE_SEED_OFFSET + seed)
+    extra = synthetic_images(generators, counts, int(config.generator.step), SAMPLE_SEED_OFFSET + seed,
+                             float(config.generator.truncation_psi), config.generator.noise_mode)
   else:
     raise ValueError(f"unknown arm {arm!r}; expected one of {ARMS}")
   return pipeline.ConcatSource([real, extra], domains=[0, 1])

@@ -11,6 +11,7 @@ import numpy as np
 
 from prepnet_jax import tasks
 from prepnet_jax.data import datasets, pipeline, splits
+from prepnet_jax.eval.generators import read_generator_info
 from prepnet_jax.runtime import rundir
 from prepnet_jax.tasks.augment_experiment.arms import Generator
 
@@ -47,7 +48,7 @@ def resolve_generators(config, workdir: str, counts: np.ndarray) -> list[Generat
       raise ValueError(f"generator.workdirs has no generator for class(es) {missing}, which "
                        f"extra.per_class asks images of")
     return [Generator(given[k], k, False) for k in needed]
-  train_generator = tasks.get_runner(config.generator.train.task)  # gan, vae or vaegan
+  train_generator = tasks.get_runner(config.generator.train.task)  # gan, vae, vaegan or stylegan2
   generators = []
   for k in needed:
     gen_dir = os.path.join(workdir, "generators", f"class_{k}")
@@ -70,20 +71,22 @@ def generator_data_check(config, generators: list[Generator], eval_sources: dict
   label_key = config.data.label_key
   records, eval_patients = [], {name: patient_ids(source) for name, source in eval_sources.items()}
   for generator in generators:
-    g = rundir.read_config(generator.workdir, "generator")
-    g_label_key = g.data.label_key
+    info = read_generator_info(generator.workdir)
+    g_label_key = info.data.label_key
     if g_label_key != label_key:
       raise ValueError(f"generator {generator.workdir} was trained with data.label_key={g_label_key!r}, "
                        f"but this experiment's classes are data.label_key={label_key!r}")
-    source = datasets.get_source(g.data.train, g.data.train_split, g.data)
-    class_filter = list(g.data.class_filter or [])
-    if class_filter:
-      source = pipeline.filter_source(source, g_label_key, class_filter)
+    if generator.label is not None and generator.label not in info.classes:
+      raise ValueError(f"generator.workdirs[{generator.label}]={generator.workdir!r} makes classes "
+                       f"{list(info.classes) or 'without a label (trained on all classes)'}, not class "
+                       f"{generator.label}")
+    source = datasets.training_source(info.data)
     seen = patient_ids(source)
     overlap = {name: len(seen & patients) for name, patients in eval_patients.items()}
     records.append({"workdir": os.path.abspath(generator.workdir), "label": generator.label,
-                    "trained_here": generator.trained_here, "kind": g.model.kind,
-                    "data": f"{g.data.train}:{g.data.train_split}", "class_filter": class_filter,
+                    "trained_here": generator.trained_here, "task": info.task, "kind": info.kind,
+                    "num_classes": info.num_classes, "image_size": info.image_size,
+                    "data": info.training_data, "class_filter": list(info.class_filter),
                     "num_images": len(source), "num_patients": len(seen), "overlap_patients": overlap,
                     "quality": _generator_quality(generator.workdir)})
     if not config.generator.allow_eval_data:
@@ -95,9 +98,19 @@ def generator_data_check(config, generators: list[Generator], eval_sources: dict
 
 
 def _generator_quality(workdir: str) -> dict | None:
-  path = os.path.join(workdir, rundir.REPORTS, "summary.json")
-  if not os.path.exists(path):
+  """The run's own Fréchet-distance record: a GAN-family `summary.json` or StyleGAN2's
+  `metrics_history.json` (first and last snapshot)."""
+  reports = os.path.join(workdir, rundir.REPORTS)
+  if os.path.exists(os.path.join(reports, "summary.json")):
+    with open(os.path.join(reports, "summary.json")) as f:
+      summary = json.load(f)
+    return {key: summary.get(key) for key in ("metric", "num_steps", "initial", "final")}
+  if not os.path.exists(os.path.join(reports, "metrics_history.json")):
     return None
-  with open(path) as f:
-    summary = json.load(f)
-  return {key: summary.get(key) for key in ("metric", "num_steps", "initial", "final")}
+  with open(os.path.join(reports, "metrics_history.json")) as f:
+    history = json.load(f)
+  metric = next((k for k in (history[-1] if history else {}) if k.startswith("fd_") and
+                 not k.endswith(("_std", "_noise_floor"))), None)
+  return {"metric": metric, "num_steps": history[-1]["step"] if history else 0,
+          "initial": history[0].get(metric) if metric else None,
+          "final": history[-1].get(metric) if metric else None}

@@ -26,9 +26,9 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
-from jax.experimental import multihost_utils
 
 from prepnet_jax.data import datasets, pipeline, transforms
+from prepnet_jax.eval import generators
 from prepnet_jax.runtime import checkpointing, checks, compile_cache, rundir, sharding, writers
 from prepnet_jax.runtime.state import TrainState
 
@@ -103,15 +103,8 @@ def load_training_images(config) -> tuple[pipeline.ArraySource, Any, Callable]:
   as the real side of the Fréchet distance; with augmentation `source`/`preprocess` feed the
   training pipeline instead.
   """
-  data = config.data
-  source = datasets.get_source(data.train, data.train_split, data)
-  label_key = data.label_key
-  class_filter = list(data.class_filter)
-  if class_filter:
-    source = pipeline.filter_source(source, label_key, class_filter)
-  if len(source) == 0:
-    raise ValueError(f"no training images in {data.train}:{data.train_split} with "
-                     f"{label_key} in {class_filter}; check config.data.class_filter")
+  source = datasets.training_source(config.data)
+  label_key = config.data.label_key
   eval_pre = transforms.make_preprocess(config.preprocess, training=False)
   train_pre = transforms.make_preprocess(config.preprocess, training=True)
 
@@ -145,40 +138,7 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
   return writers.to_uint8(np.asarray(images), value_range=(-1.0, 1.0))
 
 
-# --- generation ----------------------------------------------------------------------------------
-
-def latents(seed: int, num: int, latent_dim: int) -> np.ndarray:
-  return np.asarray(jax.random.normal(jax.random.key(seed), (num, latent_dim), jnp.float32))
-
-
-def generate_images(family: Family, state, z: np.ndarray, labels: np.ndarray, mesh,
-                    batch_size: int = 256) -> np.ndarray:
-  """Images for latents `z` (and `labels`), in chunks split over the devices; float32 in [−1, 1].
-
-  Every process passes the same `z`; `device_put` keeps each process's shards and the result is
-  gathered back to every process.
-  """
-  devices = mesh.devices.size
-  chunk = -(-batch_size // devices) * devices
-  data = sharding.data_sharding(mesh)
-  out = []
-  for start in range(0, len(z), chunk):
-    zb, lb = z[start:start + chunk], labels[start:start + chunk]
-    valid = len(zb)
-    pad = (-valid) % devices
-    zb = jax.device_put(np.concatenate([zb, np.zeros((pad, zb.shape[1]), zb.dtype)]), data)
-    lb = jax.device_put(np.concatenate([lb, np.zeros((pad,), lb.dtype)]).astype(np.int32), data)
-    images = multihost_utils.process_allgather(family.generate(state, zb, lb), tiled=True)
-    out.append(np.asarray(images)[:valid])
-  return np.concatenate(out)
-
-
-def grid_labels(num: int, num_classes: int, ncols: int = 1) -> np.ndarray:
-  """Labels of `num` samples: classes in turn, one class per row of an `ncols`-wide grid."""
-  if not num_classes:
-    return np.zeros(num, np.int32)
-  return ((np.arange(num) // ncols) % num_classes).astype(np.int32)
-
+# --- sample grids ---------------------------------------------------------------------------------
 
 def save_sample_grid(writer, workdir: str, step: int, images: np.ndarray, ncols: int) -> str:
   grid = writers.image_grid(to_uint8(images), ncols=ncols)
@@ -249,20 +209,23 @@ def fit(config, workdir: str, family: Family, mesh) -> dict:
   fd_history = list(meta.get("fd_history", []))
 
   num_steps = int(config.num_steps)
+  def fakes(z: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    return generators.generate_in_chunks(lambda zb, lb, start: family.generate(state, zb, lb), z, labels, mesh)
+
   num_grid = int(config.num_grid_images)
   ncols = int(np.ceil(np.sqrt(num_grid)))
-  grid_z = latents(int(config.seed) + 1, num_grid, family.latent_dim)
-  grid_y = grid_labels(num_grid, family.num_classes, ncols)
+  grid_z = generators.latents(int(config.seed) + 1, num_grid, family.latent_dim)
+  grid_y = generators.grid_labels(num_grid, family.num_classes, ncols)
   fd_enabled = bool(config.fd.enabled)
   real_u8 = to_uint8(real_images[:int(config.fd.num_real)] if int(config.fd.num_real) > 0 else real_images)
   fd_name, fd_hook = make_metric_hook(config, real_u8) if fd_enabled else ("", None)
   num_fake = int(config.fd.num_fake)
-  fd_z = latents(int(config.seed) + 2, num_fake, family.latent_dim)
+  fd_z = generators.latents(int(config.seed) + 2, num_fake, family.latent_dim)
   fd_y = np.resize(real_labels, num_fake).astype(np.int32) if family.num_classes else np.zeros(num_fake, np.int32)
 
   def checkpoint(step: int) -> None:
     if fd_enabled and not any(r["step"] == step for r in fd_history):
-      record = fd_hook(to_uint8(generate_images(family, state, fd_z, fd_y, mesh)), step)
+      record = fd_hook(to_uint8(fakes(fd_z, fd_y)), step)
       fd_history.append(record)
       writer.write_scalars(step, {name: v for name, v in record.items() if name not in ("step", "records")})
       print(f"[{family.name}] step {step}: {fd_name}={record[fd_name]:.4g} (noise floor "
@@ -274,7 +237,7 @@ def fit(config, workdir: str, family: Family, mesh) -> dict:
 
   start = int(jax.device_get(state.step))
   if start == 0 and ckpt.latest_step() is None:
-    save_sample_grid(writer, workdir, 0, generate_images(family, state, grid_z, grid_y, mesh), ncols)
+    save_sample_grid(writer, workdir, 0, fakes(grid_z, grid_y), ncols)
     checkpoint(0)
   progress = writers.Progress(num_steps, int(config.log_every_steps), family.name, first_step=start)
   t0 = time.time()
@@ -289,7 +252,7 @@ def fit(config, workdir: str, family: Family, mesh) -> dict:
       writer.write_scalars(step, {f"train/{key}": value for key, value in scalars.items()})
       progress(step, scalars, batch_size)
     if step % int(config.sample_every) == 0 or step == num_steps:
-      save_sample_grid(writer, workdir, step, generate_images(family, state, grid_z, grid_y, mesh), ncols)
+      save_sample_grid(writer, workdir, step, fakes(grid_z, grid_y), ncols)
     if is_save:
       checkpoint(step)
   if start < num_steps:

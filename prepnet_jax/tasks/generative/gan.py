@@ -23,6 +23,7 @@ import flax
 import jax
 import jax.numpy as jnp
 
+from prepnet_jax.eval import generators
 from prepnet_jax.losses import gan as gan_losses
 from prepnet_jax.models import gan as gan_models
 from prepnet_jax.runtime import optimizers, sharding
@@ -141,11 +142,8 @@ def train_step(state: GANState, batch: dict, *, loss: str, g_loss: str, n_critic
 
 
 def generate(state: GANState, z: jax.Array, labels: jax.Array, *, conditional: bool) -> jax.Array:
-  """G in inference mode (EMA weights when kept) → images in [−1, 1]."""
-  generator = state.generator
-  params = generator.params if generator.ema_params is None else generator.ema_params
-  return generator.apply_fn(generator.variables_with(params), z, labels if conditional else None,
-                                  train=False)
+  """G in inference mode (EMA weights when kept) → images in [−1, 1], as trained runs are sampled."""
+  return generators.gan_images(state.generator, z, labels, conditional)
 
 
 def make_family(config, mesh) -> gen_common.Family:

@@ -16,6 +16,7 @@ import flax
 import jax
 import jax.numpy as jnp
 
+from prepnet_jax.eval import generators
 from prepnet_jax.losses import gan as gan_losses
 from prepnet_jax.models import vae as vae_models
 from prepnet_jax.runtime import optimizers, sharding
@@ -62,8 +63,7 @@ def train_step(state: VAEState, batch: dict, *, recon_loss: str, kl_weight: floa
 
 
 def generate(state: VAEState, z: jax.Array, labels: jax.Array) -> jax.Array:
-  del labels  # unconditional
-  return state.vae.apply_fn(state.vae.variables, z, method="generate")
+  return generators.vae_images(state.vae, z, labels)
 
 
 def make_family(config, mesh) -> gen_common.Family:

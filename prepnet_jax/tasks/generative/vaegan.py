@@ -22,6 +22,7 @@ import flax
 import jax
 import jax.numpy as jnp
 
+from prepnet_jax.eval import generators
 from prepnet_jax.losses import gan as gan_losses
 from prepnet_jax.models import vae as vae_models, vaegan as vaegan_models
 from prepnet_jax.runtime import optimizers, sharding
@@ -117,8 +118,7 @@ def train_step(state: VAEGANState, batch: dict, *, latent_dim: int, kl_weight: f
 
 
 def generate(state: VAEGANState, z: jax.Array, labels: jax.Array) -> jax.Array:
-  del labels  # unconditional
-  return state.decoder.apply_fn(state.decoder.variables, z, train=False)
+  return generators.vaegan_images(state.decoder, z, labels)
 
 
 def make_family(config, mesh) -> gen_common.Family:

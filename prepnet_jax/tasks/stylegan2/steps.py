@@ -20,11 +20,12 @@ import numpy as np
 import optax
 
 from prepnet_jax.data import diffaugment
+from prepnet_jax.eval import generators
 from prepnet_jax.losses import stylegan2 as losses
 from prepnet_jax.models import stylegan2 as sg2
-from prepnet_jax.runtime import sharding, writers
+from prepnet_jax.models.stylegan2_hparams import Hparams, build_models
+from prepnet_jax.runtime import compile_cache, sharding, writers
 from prepnet_jax.runtime.state import TrainState
-from prepnet_jax.tasks.stylegan2.hparams import Hparams, build_models, make_optimizer
 
 # --- state and static setup ------------------------------------------------------------------------
 
@@ -54,6 +55,17 @@ class Setup:
   augment: diffaugment.DiffAugment
   hp: Hparams
   batch_sharding: Any = None
+
+
+def make_optimizer(hp: Hparams, reg_interval: int | None) -> optax.GradientTransformation:
+  """Adam of the lazy-regularised phase (lr·c, β^c), one object per setting
+  (`compile_cache.build_once`), so equal Setups hash equal and reuse compiled steps."""
+  lr, beta1, beta2 = losses.lazy_regularization_adam(hp.lr, *hp.betas, reg_interval)
+  return compile_cache.build_once(adam, lr, beta1, beta2, hp.eps)
+
+
+def adam(lr: float, beta1: float, beta2: float, eps: float) -> optax.GradientTransformation:
+  return optax.adam(lr, b1=beta1, b2=beta2, eps=eps)
 
 
 def make_setup(hp: Hparams, augment: diffaugment.DiffAugment, mesh=None) -> Setup:
@@ -232,27 +244,19 @@ def train_step(setup: Setup, state: StyleGAN2State, batch, step: int) -> tuple[S
 
 # --- sampling --------------------------------------------------------------------------------------
 
-def _sample(setup: Setup, params, buffers, z, c, noise_key, truncation_psi: float, noise_mode: str):
-  return setup.generator.apply({"params": params, "buffers": buffers}, z, c, truncation_psi, noise_mode,
-                               rngs={"noise": noise_key})
-
-
-sample_jit = jax.jit(_sample, static_argnames=("setup", "truncation_psi", "noise_mode"))
-
-
 def generate_uint8(setup: Setup, state: StyleGAN2State, key, num: int, labels: np.ndarray | None,
                    truncation_psi: float = 1.0, noise_mode: str = "random", batch_size: int = 64) -> np.ndarray:
-  """`num` images from G_ema as uint8 (N, R, R, C), in fixed-size batches (one compile)."""
+  """`num` images from G_ema as uint8 (N, R, R, C), in fixed-size batches (one compile): the
+  snapshots' fixed latents (trained runs are sampled through `eval.generators`)."""
   hp = setup.hp
   out = []
   for start in range(0, num, batch_size):
     key_z, key_noise = jax.random.split(jax.random.fold_in(key, start))
     z = jax.random.normal(key_z, (batch_size, hp.z_dim), jnp.float32)
-    c = None
+    y = np.zeros(batch_size, np.int32)
     if hp.c_dim:
-      idx = np.arange(start, start + batch_size) % len(labels)
-      c = jax.nn.one_hot(jnp.asarray(labels[idx]), hp.c_dim)
-    images = sample_jit(setup, state.g.ema_params, state.g.batch_stats, z, c, key_noise,
-                        truncation_psi, noise_mode)
+      y = np.asarray(labels)[np.arange(start, start + batch_size) % len(labels)].astype(np.int32)
+    images = generators.stylegan2_images(setup.generator, state.g.ema_params, state.g.batch_stats, z, y,
+                                         key_noise, truncation_psi, noise_mode)
     out.append(writers.to_uint8(np.asarray(jax.device_get(images)), (-1.0, 1.0)))
   return np.concatenate(out)[:num]

@@ -1,13 +1,14 @@
 """StyleGAN2 + DiffAugment training (task 'stylegan2'), counted in kimg and resumable.
 
 The loop follows stylegan2-ada-pytorch `training_loop.py`; the phases of one minibatch are in
-`steps`, the presets and their resolution in `hparams`, the snapshots in `snapshots`.
+`steps`, the presets and their resolution in `models.stylegan2_hparams`, the snapshots in
+`snapshots`.
 
 Everything lives in one `steps.StyleGAN2State` (a `TrainState` for G, with G_ema as its
 `ema_params`, and one for D) checkpointed with the data-iterator position, so a rerun with the
 same workdir continues at the same kimg with the same EMA weights, path-length mean and RNG
 (`runtime.checkpointing.resume`; `resume_workdir`/`resume_step` branch from another run). A
-checkpoint of another architecture (`hparams.ARCH_FIELDS`) is refused.
+checkpoint of another architecture (`stylegan2_hparams.ARCH_FIELDS`) is refused.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ import numpy as np
 from absl import logging
 
 from prepnet_jax.data import datasets, diffaugment, pipeline, transforms
-from prepnet_jax.runtime import checkpointing, checks, sharding, writers
-from prepnet_jax.tasks.stylegan2.hparams import ARCH_FIELDS, Hparams, resolve_hparams
+from prepnet_jax.runtime import checkpointing, checks, rundir, sharding, writers
+from prepnet_jax.models.stylegan2_hparams import ARCH_FIELDS, Hparams, resolve_hparams
 from prepnet_jax.tasks.stylegan2.snapshots import Snapshotter
 from prepnet_jax.tasks.stylegan2.steps import Setup, create_state, make_setup, train_step
 
@@ -32,13 +33,8 @@ from prepnet_jax.tasks.stylegan2.steps import Setup, create_state, make_setup, t
 def load_training_images(config, hp: Hparams) -> pipeline.ArraySource:
   """The GAN's training set: resized, `channels` channels, [-1, 1], materialised once."""
   data_cfg = config.data
-  source = datasets.get_source(data_cfg.train, data_cfg.train_split, data_cfg)
+  source = datasets.training_source(data_cfg)
   label_key = data_cfg.label_key
-  if data_cfg.class_filter is not None:
-    source = pipeline.filter_source(source, label_key, [int(data_cfg.class_filter)])
-  if len(source) == 0:
-    raise ValueError(f"no training images: {data_cfg.train} split {data_cfg.train_split!r} with "
-                     f"class_filter={data_cfg.class_filter}")
   preprocess = transforms.make_preprocess(
       {**config.preprocess.to_dict(), "image_size": hp.resolution, "channels": hp.channels}, training=False)
   data = pipeline.materialize(source, preprocess, seed=int(config.seed))
@@ -80,6 +76,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   augment = diffaugment.DiffAugment(config.diffaugment.policy, float(config.diffaugment.translation_ratio),
                                     float(config.diffaugment.cutout_ratio))
   setup = make_setup(hp, augment, mesh)
+  rundir.write_config(config, workdir, overwrite=False)  # what eval.generators rebuilds G from
   writer = writers.create_writer(workdir)
   reals = load_training_images(config, hp)
   print(f"[stylegan2] preset={config.preset} {hp.resolution}²×{hp.channels} on {config.data.train} "

@@ -1,5 +1,7 @@
-"""StyleGAN2 hyperparameters: the presets, their resolution against the config, the networks
-and the Adam optimizers of the lazy-regularised phases.
+"""StyleGAN2 hyperparameters: the presets, their resolution against a config and the networks
+they describe (the construction of G and D from a config, as `classifier_factory` is for the
+classifiers). Shared by the training task and the loader of trained generators
+(`eval.generators`), which rebuilds G from the `hparams` a checkpoint's metadata holds.
 
 Every preset-driven field of the config (`preprocess.image_size`, `model.z_dim`, ...,
 `batch_size`, `total_kimg`, `lr`, `r1_gamma`, `ema_kimg`, ...) is None unless set; `Hparams`
@@ -11,11 +13,9 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import optax
 
-from prepnet_jax.losses import stylegan2 as losses
+from prepnet_jax.data import datasets
 from prepnet_jax.models import stylegan2 as sg2
-from prepnet_jax.runtime import compile_cache
 
 PRESETS = ("small", "low_shot", "paper256", "auto")
 
@@ -109,7 +109,7 @@ def resolve_hparams(config, num_devices: int | None = None) -> Hparams:
     return values[name] if value is None else value
 
   conditional = bool(config.data.conditional)
-  if conditional and config.data.class_filter is not None:
+  if conditional and datasets.class_filter(config.data):
     raise ValueError("config.data.conditional=True and config.data.class_filter are exclusive: "
                      "train one conditional model or one model per class")
   ema_rampup = float(pick(train, "ema_rampup"))
@@ -140,25 +140,28 @@ def resolve_hparams(config, num_devices: int | None = None) -> Hparams:
   return hp
 
 
-def build_models(hp: Hparams) -> tuple[sg2.Generator, sg2.Discriminator]:
-  generator = sg2.Generator(
+def build_generator(hp: Hparams) -> sg2.Generator:
+  return sg2.Generator(
       hp.resolution, hp.channels, z_dim=hp.z_dim, w_dim=hp.w_dim, c_dim=hp.c_dim,
       mapping_layers=hp.mapping_layers, mapping_lr_multiplier=hp.mapping_lr_multiplier,
       w_avg_beta=hp.w_avg_beta, channel_base=hp.channel_base, channel_max=hp.channel_max)
+
+
+def build_models(hp: Hparams) -> tuple[sg2.Generator, sg2.Discriminator]:
   discriminator = sg2.Discriminator(
       hp.resolution, hp.channels, c_dim=hp.c_dim, channel_base=hp.channel_base,
       channel_max=hp.channel_max, mbstd_group_size=hp.mbstd_group_size,
       mbstd_num_channels=hp.mbstd_num_channels, mapping_layers=hp.mapping_layers,
       mapping_lr_multiplier=hp.mapping_lr_multiplier)
-  return generator, discriminator
+  return build_generator(hp), discriminator
 
 
-def make_optimizer(hp: Hparams, reg_interval: int | None) -> optax.GradientTransformation:
-  """Adam of the lazy-regularised phase (lr·c, β^c), one object per setting
-  (`compile_cache.build_once`), so equal Setups hash equal and reuse compiled steps."""
-  lr, beta1, beta2 = losses.lazy_regularization_adam(hp.lr, *hp.betas, reg_interval)
-  return compile_cache.build_once(adam, lr, beta1, beta2, hp.eps)
-
-
-def adam(lr: float, beta1: float, beta2: float, eps: float) -> optax.GradientTransformation:
-  return optax.adam(lr, b1=beta1, b2=beta2, eps=eps)
+def hparams_from_meta(saved: dict) -> Hparams:
+  """The `Hparams` a checkpoint's metadata holds (`dataclasses.asdict` of the training run's)."""
+  fields = {f.name for f in dataclasses.fields(Hparams)}
+  missing = sorted(fields - set(saved))
+  if missing:
+    raise ValueError(f"checkpoint metadata 'hparams' lacks {missing}; was it written by task 'stylegan2'?")
+  values = {k: saved[k] for k in fields}
+  values["betas"] = tuple(values["betas"])
+  return Hparams(**values)
