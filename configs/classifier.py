@@ -9,6 +9,9 @@ Measured (seed 0): sars test BA 0.71 / AUC 0.90 (train BA 1.0: it overfits 344 s
 other sites stay near chance (BA 0.42–0.53), i.e. the cross-site gap the phantom is built for.
 Other settings: --config.model.name=resnet18|vgg16_bn|resnet50|covidnet,
 --config.data.label_key=label3 --config.data.num_classes=3 (normal/pneumonia/COVID).
+ImageNet weights (VGG11/16/19(_bn), ResNet18/34/50 at --config.model.width_multiplier=1):
+--config.model.pretrained_path=/path/resnet18-f37072fd.safetensors, torchvision's .pth
+converted once to safetensors (command in prepnet_jax/models/pretrained.py), or a Keras .h5.
 """
 
 import ml_collections

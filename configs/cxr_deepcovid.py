@@ -2,7 +2,7 @@
 
   python main.py --config=configs/cxr_deepcovid.py --workdir=runs/cxr_deepcovid
   python main.py --config=configs/cxr_deepcovid.py:paper --workdir=runs/cxr_deepcovid_paper \
-    --config.model.pretrained_path=/path/resnet18_imagenet.npz
+    --config.model.pretrained_path=/path/resnet18-f37072fd.safetensors
 
 Recipe (reference/xray_gan_thesis.md §3.7, §4.3; DeepCovid `ResNet18_train.py`): binary COVID
 vs non-COVID, torchvision ResNet-18 with every backbone parameter frozen and `fc` replaced by
@@ -10,8 +10,10 @@ Linear(512 → 2) + softmax cross-entropy, SGD momentum 0.9 on the head only, lr
 StepLR(step 7 epochs, γ 0.1), batch 20, 50 epochs, ImageNet mean/std on replicated gray,
 the weights of the best validation accuracy kept. RandomResizedCrop(224) is approximated by
 a zoom of ±25 % (no random-resized-crop field). The frozen backbone's BatchNorm statistics
-still adapt, as in torch's train() mode. Without a local ImageNet file the frozen backbone is
-random, a departure the log names: only the linear head learns, so expect a weak classifier.
+still adapt, as in torch's train() mode. The ImageNet file is torchvision's resnet18-f37072fd.pth
+(IMAGENET1K_V1) converted once to safetensors (command in prepnet_jax/models/pretrained.py); it
+needs width ×1, i.e. the 'paper' preset. Without it the frozen backbone is random, a departure
+the log names: only the linear head learns, so expect a weak classifier.
 Thesis: specificity 0.998 but COVID sensitivity 0.51 on the provided split; 93 % accuracy and
 no false negatives on "312 real + 312 GAN images" — that run is
 configs/augment_experiment.py:cxr_deepcovid with --config.extra.per_class='(0, 312)'.

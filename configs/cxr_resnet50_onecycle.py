@@ -2,7 +2,7 @@
 
   python main.py --config=configs/cxr_resnet50_onecycle.py --workdir=runs/cxr_resnet50_onecycle
   python main.py --config=configs/cxr_resnet50_onecycle.py:paper --workdir=runs/cxr_resnet50_onecycle_paper \
-    --config.model.pretrained_path=/path/resnet50_weights_tf_dim_ordering_tf_kernels.h5
+    --config.model.pretrained_path=/path/resnet50-0676ba61.safetensors
 
 Task 'cxr_recipe' (prepnet_jax/tasks/classifier/recipes.py). Recipe (reference/cxr_papers.md §004.3):
 binary COVID-positive vs -negative, ImageNet ResNet50 with a new Linear(2048 → 2) + softmax,
@@ -12,7 +12,9 @@ started from phase 1's best state): every layer, 30 epochs of one-cycle with max
 div factor 6 (so it starts at the stated 1e-3), pct_start 0.25 and final div 1e4 (gaps, fastai
 defaults). Augmentation: horizontal flip and rotation ±5°. Gaps and departures: inputs use
 ImageNet statistics (the paper's COVIDx V8B mean/std are not published and there is no such
-preprocessing field); without a local ImageNet file the network starts from random weights.
+preprocessing field); the ImageNet file is torchvision's resnet50-0676ba61.pth (IMAGENET1K_V1)
+converted once to safetensors (command in prepnet_jax/models/pretrained.py), and without one the
+network starts from random weights.
 Data: COVIDx train, the COVIDx split for validation, and the 'ulm' site as the external
 "local hospital" test set. Paper (Ulm test): accuracy 89.49 %, COVID recall 76.36 %, precision
 90.32 %; with 20k synthetic images 92.49 / 95.45 / 84.00 % — that comparison is

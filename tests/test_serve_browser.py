@@ -1,8 +1,9 @@
 """End to end in a real headless browser: Debian's Chromium uploads an image through the page
 served on 127.0.0.1 and reads the same probabilities as the predict job wrote.
 
-Needs `chromium` and `chromium-driver` (apt); `.ci/run` installs them. Without them this test
-fails (it does not skip), so a missing browser is never mistaken for a passing interface.
+Needs `chromium` and `chromium-driver` (apt); `scripts/install_test_deps.sh` (called by the
+README's test command) installs them. Without them this test fails (it does not skip), so a
+missing browser is never mistaken for a passing interface.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ SCREENSHOT = "/tmp/prepnet_serve_screenshot.png"
 def _browser(user_data_dir: str):
   if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
     pytest.fail(f"the browser test needs {CHROMIUM} and {CHROMEDRIVER}: run "
-                "`apt-get update && apt-get install -y chromium chromium-driver` (.ci/run does this)")
+                "`apt-get update && apt-get install -y chromium chromium-driver` (scripts/install_test_deps.sh does this)")
   from selenium import webdriver
   from selenium.webdriver.chrome.service import Service
   options = webdriver.ChromeOptions()

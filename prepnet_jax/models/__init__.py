@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax
 
 from prepnet_jax.models.covidnet import COVIDNet
-from prepnet_jax.models.keras_import import load_pretrained
+from prepnet_jax.models.pretrained import load_pretrained
 from prepnet_jax.models.resnet import ResNet
 from prepnet_jax.models.small_cnn import SmallCNN
 from prepnet_jax.models.unet import UNetVGG16AE

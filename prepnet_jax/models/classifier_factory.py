@@ -41,6 +41,10 @@ def create_classifier_state(config, model, rng, steps_per_epoch: int, total_step
   state = create_train_state(model, tx, rng, sample)
   path = config.model.pretrained_path
   if path:
+    if config.preprocess.value_range != "imagenet":  # the 'torch' input convention of the import
+      logging.warning("model %s: ImageNet weights take RGB in [0, 1] normalised by the ImageNet "
+                      "mean/std (preprocess.value_range='imagenet'); this config feeds %r inputs",
+                      config.model.name, config.preprocess.value_range)
     loaded = models.load_pretrained(config.model.name, state.variables, path,
                                     sha256=config.model.pretrained_sha256 or None)
     state = state.replace(params=loaded["params"], batch_stats=loaded.get("batch_stats", state.batch_stats),

@@ -1,6 +1,6 @@
-"""ImageNet weights from local files (no downloads, no pickles) into the flax param trees.
+"""Keras-layout ImageNet weights into the flax param trees (called by `pretrained.load_pretrained`).
 
-Supported files:
+Supported files (torchvision-layout files go to `torch_import.py` instead):
   * Keras `.h5`: the files `keras.applications.*(weights='imagenet')` downloads into
     ~/.keras/models (legacy layout), `model.save('x.h5')`, and Keras 3 `model.save_weights(
     'x.weights.h5')`; with or without the top (fc1/fc2/predictions or predictions).
@@ -12,7 +12,9 @@ Our layer names are Keras' with '/' for '_' at module boundaries, so a flax modu
 `backbone/conv2_block1/1_conv` takes Keras layer `conv2_block1_1_conv`. Backbone (or U-Net
 encoder) layers must all be in the file with matching shapes; head layers are loaded when the
 file has them with the same shape and otherwise keep their initial values (logged), which is
-the usual "ImageNet backbone, new classifier" case.
+the usual "ImageNet backbone, new classifier" case. Keras has VGG16, VGG19 and ResNet50 only,
+without BatchNorm VGGs; its ResNet50 needs the model built with layout='keras' (the default
+torchvision layout takes torchvision weights through `torch_import.py`).
 
 Keras' VGG16/VGG19/ResNet50 weights expect "caffe" input (BGR, 0-255, minus the ImageNet BGR
 mean). With `input_convention='torch'` (default, this project's convention: RGB in [0, 1]
@@ -24,9 +26,6 @@ equals feeding the grey channel replicated three times.
 """
 
 from __future__ import annotations
-
-import hashlib
-import os
 
 import h5py
 import jax.numpy as jnp
@@ -64,14 +63,6 @@ _KERAS_TO_FLAX = {"kernel": ("params", "kernel"), "bias": ("params", "bias"),
                   "moving_variance": ("batch_stats", "var")}
 
 
-def sha256_of(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      digest.update(chunk)
-  return digest.hexdigest()
-
-
 def _named(layer: str, arrays: list[np.ndarray], path: str) -> dict[str, np.ndarray]:
   if len(arrays) not in _WEIGHT_ORDER:
     raise ValueError(f"{path}: layer {layer!r} has {len(arrays)} weight arrays; expected a conv/"
@@ -79,7 +70,7 @@ def _named(layer: str, arrays: list[np.ndarray], path: str) -> dict[str, np.ndar
   return dict(zip(_WEIGHT_ORDER[len(arrays)], arrays))
 
 
-def _read_h5(path: str) -> dict[str, dict[str, np.ndarray]]:
+def read_h5(path: str) -> dict[str, dict[str, np.ndarray]]:
   layers = {}
   with h5py.File(path, "r") as f:
     root = f["model_weights"] if "model_weights" in f else f
@@ -104,7 +95,13 @@ def _read_h5(path: str) -> dict[str, dict[str, np.ndarray]]:
   return layers
 
 
-def _read_flat(path: str, arrays: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+def is_keras_flat(arrays: dict) -> bool:
+  """True when every key is '<keras layer>/<weight>' (the flat .npz/.safetensors Keras layout)."""
+  return bool(arrays) and all("/" in key for key in arrays)
+
+
+def layers_from_flat(path: str, arrays: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+  """{keras layer: {keras weight: array}} from a flat {'<layer>/<weight>': array} dict."""
   layers: dict[str, dict[str, np.ndarray]] = {}
   for key, value in arrays.items():
     layer, _, weight = key.rpartition("/")
@@ -116,21 +113,7 @@ def _read_flat(path: str, arrays: dict[str, np.ndarray]) -> dict[str, dict[str, 
   return layers
 
 
-def read_weight_file(path: str) -> dict[str, dict[str, np.ndarray]]:
-  """{keras layer name: {keras weight name: array}} from a .h5, .npz or .safetensors file."""
-  if path.endswith((".h5", ".hdf5")):
-    return _read_h5(path)
-  if path.endswith(".npz"):
-    with np.load(path, allow_pickle=False) as data:
-      return _read_flat(path, dict(data))
-  if path.endswith(".safetensors"):
-    from safetensors.numpy import load_file
-    return _read_flat(path, load_file(path))
-  raise ValueError(f"{path}: unsupported weight file type; expected .h5/.hdf5 (Keras), .npz or "
-                   f".safetensors (flat '<layer>/<weight>' arrays)")
-
-
-def _missing_file_message(name: str, path: str) -> str:
+def missing_file_message(name: str, path: str) -> str:
   app = PRETRAINED[name][0]
   stem = app.lower()
   return (f"pretrained {name} weights not found: {path!r}. Expected a Keras {app} ImageNet .h5 "
@@ -165,28 +148,25 @@ def _adapt_first_conv(weights, model_in_channels, input_convention, layer, path)
   return {**weights, "kernel": kernel, **({"bias": bias} if bias is not None else {})}
 
 
-def load_pretrained(name: str, variables: dict, path: str | os.PathLike, sha256: str | None = None,
-                    input_convention: str = "torch") -> dict:
-  """Returns `variables` with the ImageNet weights of `path` loaded (inputs are not modified).
+def load_keras(name: str, variables: dict, file_layers: dict, path: str, digest: str,
+               input_convention: str) -> dict:
+  """`variables` with the Keras layers `file_layers` ({layer: {weight: array}}) of `path` loaded.
 
   name: the receiving model, 'vgg16' | 'vgg19' | 'resnet50' (built with layout='keras') |
   'unet_vgg16' (the UNetVGG16AE encoder); all with width_multiplier=1.
-  sha256: expected hex digest of the file; a mismatch raises ValueError.
-  input_convention: 'torch' (RGB [0,1] + ImageNet mean/std) or 'caffe' (Keras' own input).
   """
-  path = os.fspath(path)
   if name not in PRETRAINED:
-    raise ValueError(f"no pretrained import for {name!r}; known: {', '.join(PRETRAINED)}")
-  if input_convention not in INPUT_CONVENTIONS:
-    raise ValueError(f"input_convention must be one of {INPUT_CONVENTIONS}, "
-                     f"got {input_convention!r}")
-  if not os.path.isfile(path):
-    raise FileNotFoundError(_missing_file_message(name, path))
-  digest = sha256_of(path)
-  if sha256 is not None and digest != sha256.lower():
-    raise ValueError(f"SHA-256 mismatch for {path}: expected {sha256.lower()}, got {digest}; "
-                     f"the file is corrupt or not the expected release")
-  file_layers = read_weight_file(path)
+    raise ValueError(f"{path} holds Keras-layout weights, and Keras applications have no {name}"
+                     f" (Keras-layout imports: {', '.join(PRETRAINED)}); pass torchvision's "
+                     f"{name} ImageNet weights as .safetensors instead (see prepnet_jax/models/"
+                     f"pretrained.py)")
+  conv1 = variables["params"].get("backbone", {}).get("conv1_conv", {})
+  if name == "resnet50" and "kernel" in conv1 and "bias" not in conv1:
+    raise ValueError(f"{path} holds Keras-layout ResNet50 weights, but the model was built with "
+                     f"layout='torchvision' (convs without bias, stride in the 3x3 conv): build "
+                     f"get_classifier('resnet50', n, layout='keras') (config: "
+                     f"model.kwargs={{'layout': 'keras'}}), or keep the torchvision layout and "
+                     f"pass torchvision's resnet50 weights as .safetensors")
   _, required, optional, first_conv = PRETRAINED[name]
 
   flat = {collection: traverse_util.flatten_dict(variables.get(collection, {}))
@@ -211,7 +191,7 @@ def load_pretrained(name: str, variables: dict, path: str | os.PathLike, sha256:
         kept.append(f"{layer} ({problem})")
 
   unused = sorted(set(file_layers) - used)
-  logging.info("load_pretrained: %s weights from %s (sha256 %s, input %s): loaded %d layers; "
+  logging.info("load_pretrained: %s Keras weights from %s (sha256 %s, input %s): loaded %d layers; "
                "kept initial values: %s; unused file layers: %s", name, path, digest,
                input_convention, len(loaded), kept or "none", unused or "none")
   result = dict(variables)
