@@ -111,7 +111,7 @@ def bench(model_workdir: str, content: bytes, uploads: int) -> dict:
   finally:
     server.shutdown()
     thread.join()
-  return {"model": predictor.config.model.name, "width": predictor.config.model.get("width_multiplier"),
+  return {"model": predictor.model_name, "width": predictor.config.model.get("width_multiplier"),
           "image_size": predictor.image_size, "startup_s": startup_s, **results}
 
 

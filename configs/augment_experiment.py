@@ -40,22 +40,24 @@ import importlib
 
 import ml_collections
 
-from configs import classifier, dcgan, stylegan2
+from configs import classifier
 
-GENERATORS = ("dcgan", "stylegan2")
+# Per-class generators this experiment can train itself (a conditional CGAN is given as
+# generator.conditional_workdir instead).
+GENERATORS = ("dcgan", "gan", "wgan", "wgan_gp", "vae", "vaegan", "stylegan2")
 
 
 def generator_config(name: str) -> ml_collections.ConfigDict:
-  """The per-class generator trained here: a 32-px DCGAN (300 steps) or StyleGAN2 'small' (4 kimg)."""
+  """The per-class generator trained here: StyleGAN2 'small' (4 kimg), or the named GAN-family /
+  VAE / VAE-GAN config at 32 px (300 steps, the DCGAN default's length)."""
+  if name not in GENERATORS:
+    raise ValueError(f"generator={name!r}; expected one of {GENERATORS}")
+  g = importlib.import_module(f"configs.{name}").get_config()
   if name == "stylegan2":
-    g = stylegan2.get_config()
     g.total_kimg = 4.0
     g.snapshot_kimg = 4.0
     g.eval.num_generated = 200
     return g
-  if name != "dcgan":
-    raise ValueError(f"generator={name!r}; expected one of {GENERATORS}")
-  g = dcgan.get_config()
   g.preprocess.image_size = 32
   g.num_steps = 300
   g.save_every = 300
@@ -70,8 +72,14 @@ def get_config(spec=None):
   parts = [p for p in (spec or "").split(",") if p]
   generator = next((p.partition("=")[2] for p in parts if p.startswith("generator=")), "dcgan")
   recipe = next((p for p in parts if not p.startswith("generator=")), None)
+  return experiment(recipe, generator=generator)
+
+
+def experiment(recipe: str | None = None, preset: str | None = None, generator: str = "dcgan"):
+  """The experiment around classifier recipe `recipe` (configs/<recipe>.py at its `preset`;
+  None = the small CNN below) with per-class `generator`s trained here when none is given."""
   if recipe:
-    c = importlib.import_module(f"configs.{recipe}").get_config()
+    c = importlib.import_module(f"configs.{recipe}").get_config(preset)
   else:
     c = classifier.get_config()
     c.data.class_names = ["non-COVID", "COVID"]

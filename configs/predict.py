@@ -1,8 +1,17 @@
-"""Predict COVID probabilities + Grad-CAM for image files with a trained classifier (task 'predict').
+"""Predict COVID probabilities + Grad-CAM for image files with a trained model (task 'predict').
 
   python main.py --config=configs/classifier.py --workdir=runs/cls
   python main.py --config=configs/predict.py --workdir=runs/predict \
       --config.model_workdir=runs/cls --config.inputs=phantom:ct
+
+`model_workdir` is any workdir of the classifier-producing jobs (`eval.trained.load_trained_model`):
+a classifier or cxr_recipe run (two-phase recipes: the top-level workdir, served from its
+finetune/ phase); an augment_experiment run with `arm` (and `model_seed`), or one of its
+`arms/<arm>/seed_<s>` directories; a prepnet run, served as one CT pipeline (the row's AE, then
+the E_cov trained on its outputs) chosen with `prepnet_row`, `model_seed` and `train_site`, e.g.
+  --config.model_workdir=runs/prepnet --config.prepnet_row=PrepNet --config.train_site=sars
+Probabilities use the temperature the training job fitted on the model's validation split
+(<model dir>/reports/calibration.json; the summary names the file), unless `temperature` > 0.
 
 `inputs`: comma-separated files and folders (PNG/JPEG, DICOM, NIfTI; the type is read from the
 content), or 'phantom:ct' / 'phantom:cxr', which first exports a few phantom images of unseen
@@ -22,9 +31,14 @@ def get_config():
   c = ml_collections.ConfigDict()
   c.task = "predict"
   c.seed = 0
-  c.model_workdir = ""          # workdir of a classifier run (config.json + best/ checkpoint)
+  c.model_workdir = ""          # a classifier / cxr_recipe / augment_experiment / prepnet workdir
+  # Which model of a workdir that holds several (augment_experiment arms, prepnet rows):
+  c.arm = ""                    # augment_experiment: '' = its only trained arm
+  c.model_seed = -1             # augment_experiment / prepnet: -1 = the run's first seed
+  c.prepnet_row = ""            # prepnet: '' = the row 'PrepNet', else its first row with an AE
+  c.train_site = ""             # prepnet: E_cov's COVID training set ('sars', 'sars+ucsd'); '' = the first
   c.inputs = ""                 # 'a.png,scans/,b.nii.gz' or 'phantom:ct' / 'phantom:cxr'
-  c.temperature = 0.0           # 0: <model_workdir>/reports/calibration.json if present, else 1
+  c.temperature = 0.0           # 0: the fitted T of <model dir>/reports/calibration.json if present, else 1
   c.gradcam_layer = ""          # '' = the model's last conv stage; e.g. 'conv4' (ResNet), 'block4' (VGG)
   c.cam_alpha = 0.4             # Grad-CAM overlay opacity
   c.min_side = 32               # images with a side outside [min_side, max_side] px are refused
@@ -34,10 +48,10 @@ def get_config():
   c.nifti = ml_collections.ConfigDict(dict(
       positions=nifti.THESIS_POSITIONS, window=nifti.LUNG_WINDOW, rotate_k=1, crop=(25, 45),
       flip_ud=False))
-  # Optional PrepNet auto-encoder applied to CT inputs first ('' = none).
-  c.prepnet_workdir = ""        # workdir of a prepnet run
-  c.prepnet_row = "PrepNet"     # row name in that run's config
-  c.prepnet_seed = -1           # -1 = the run's first seed
+  # Optional: a PrepNet run's AE (row prepnet_row, seed model_seed) in front of a classifier that
+  # was trained on AE-normalised CT images ('' = none). PrepNet's own AE + E_cov pipeline is the
+  # PrepNet workdir as model_workdir instead.
+  c.prepnet_workdir = ""
   # The 'phantom:<modality>' inputs: a different phantom seed than training (0) = unseen patients.
   c.data = ml_collections.ConfigDict(dict(phantom_seed=1))
   return c

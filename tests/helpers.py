@@ -11,11 +11,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_CT = {"num_patients": 60, "image_size": 48}
 
 
-def load_config(name: str):
+def load_config(name: str, *args):
+  """configs/<name>.py's get_config(*args) (args: e.g. a preset)."""
   spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", f"{name}.py"))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config()
+  return module.get_config(*args)
 
 
 def set_fields(config, overrides: dict):
@@ -36,3 +37,22 @@ def tiny_classifier_config(**overrides):
   c.num_epochs = 2
   c.log_every_steps = 1
   return set_fields(c, overrides)
+
+
+def zero_variables(model, x):
+  """Variables of the right structure without running an initializer (a weight import fills them)."""
+  import functools
+
+  import jax
+  import jax.numpy as jnp
+  abstract = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), x)
+  return jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, leaf.dtype), abstract)
+
+
+def assert_close(actual, reference):
+  """Within 1e-4 relative to the reference output's scale (random reference networks give outputs
+  from 1e-4 to 1e2)."""
+  import numpy as np
+  scale = float(np.abs(reference).max())
+  assert scale > 0
+  np.testing.assert_allclose(np.asarray(actual), reference, rtol=1e-4, atol=1e-4 * scale)

@@ -88,3 +88,25 @@ def test_bad_labels_are_named_in_the_error():
     calibration.nll(np.zeros((2, 3)), np.array([0, 3]))
   with pytest.raises(ValueError, match="expected 2 labels"):
     calibration.ece(np.full((2, 3), 1 / 3), np.array([0]))
+
+
+def test_model_calibration_file_is_what_predict_reads(tmp_path):
+  """The one writer every job calls: JSON report (+ figures) that `read_temperature` reads back."""
+  rng = np.random.default_rng(5)
+  val, test, external = (_calibrated_logits(rng, 400, 3) for _ in range(3))
+  report = calibration.write_model_calibration(str(tmp_path), (4.0 * val[0], val[1]), ["a", "b", "c"],
+                                               test=(4.0 * test[0], test[1]),
+                                               other_sets={"external": (4.0 * external[0], external[1])})
+  assert report["temperature"] == calibration.fit_temperature(4.0 * val[0], val[1])
+  assert report["fitted_on"] == "val" and set(report) >= {"val", "test", "external", "n_bins"}
+  assert report["test"]["n"] == 400 and report["test"]["nll_after"] < report["test"]["nll_before"]
+  assert calibration.read_temperature(str(tmp_path)) == pytest.approx(report["temperature"])
+  for name in ("val", "test", "external"):
+    assert (tmp_path / "reports" / f"reliability_{name}.png").stat().st_size > 10_000
+  assert "T = " in (tmp_path / "reports" / "calibration.md").read_text()
+  assert calibration.read_temperature(str(tmp_path / "none")) is None
+  no_test = calibration.calibration_report(val[0], val[1])
+  assert "test" not in no_test and set(no_test["val"]) == set(report["val"])
+  (tmp_path / "reports" / "calibration.json").write_text('{"temperature": -1}')
+  with pytest.raises(ValueError, match="'temperature' must be a positive number"):
+    calibration.read_temperature(str(tmp_path))

@@ -13,7 +13,7 @@ from prepnet_jax import tasks
 from prepnet_jax.data import pipeline
 from prepnet_jax.eval import classify
 from prepnet_jax.models import classifier_factory
-from prepnet_jax.runtime import checkpointing, optimizers
+from prepnet_jax.runtime import checkpointing, optimizers, rundir
 from prepnet_jax.tasks.classifier import recipes as cxr_recipes, train as classifier
 
 RECIPES = ("cxr_covidnet", "cxr_resnet50_kth", "cxr_deepcovid", "cxr_resnet18_exp", "cxr_resnet34",
@@ -144,6 +144,10 @@ def test_seed004_head_only_phase_then_full_finetune(tmp_path):
   train = classify.load_split(config, config.data.train, "train")
   val = classify.load_split(config, config.data.train, "val")
   state, meta = cxr_recipes.fit_recipe(config, str(tmp_path), train, val)
+  # The model lives in finetune/, which (like head_only/) is a classifier workdir with its own config.
+  assert meta["model_dir"] == str(tmp_path / "finetune")
+  assert rundir.read_config(str(tmp_path / "finetune")).model.freeze_backbone is False
+  assert rundir.read_config(str(tmp_path / "head_only")).optim.schedule == "constant"
   template = lambda c: jax.device_get(classifier_factory.create_classifier_state(c, classifier_factory.build_classifier(c), jax.random.key(0), 1, 1))
   init = template(cxr_recipes.head_only_config(config))
   head_state, _ = checkpointing.Checkpointer(str(tmp_path / "head_only" / "best"), 1).restore(init)

@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from prepnet_jax.eval import feature_extractors as fe, gen_metrics as gm  # noqa: E402
-from prepnet_jax.models import inception_v3 as inc  # noqa: E402
+from prepnet_jax.models import inception_v3 as inc, pretrained  # noqa: E402
 
 SIZE = 75
 
@@ -122,7 +122,7 @@ def test_a_1008_class_head_selects_the_fid_graph_variant(keras_reference, tmp_pa
   fc = (rng.normal(0, 0.05, (2048, 1008)).astype(np.float32), rng.normal(0, 1.0, 1008).astype(np.float32))
   path = str(tmp_path / "pt_inception-2015-12-05.npz")
   np.savez(path, **_torch_state_dict(units, fc))
-  extractor = fe.get_extractor("inception", weights_path=path, sha256=inc.file_sha256(path))
+  extractor = fe.get_extractor("inception", weights_path=path, sha256=pretrained.sha256_of(path))
   assert (extractor.name, extractor.num_classes, extractor.standard_fid) == ("inception_fid", 1008, True)
   assert [gm.metric_name(m, extractor) for m in ("fd", "kid", "is")] == ["fid", "kid", "is"]
   model, variables, _ = inc.load_inception(path)

@@ -15,7 +15,6 @@ import sys
 if "keras" not in sys.modules:
   os.environ.setdefault("KERAS_BACKEND", "numpy")
 
-import functools
 
 import h5py
 import jax
@@ -25,6 +24,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+from helpers import assert_close, zero_variables
 from prepnet_jax import models
 from prepnet_jax.models.keras_import import CAFFE_MEAN_BGR, IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
 
@@ -47,19 +47,6 @@ def keras_output(keras_model, x, layer=None):
   if layer is not None:
     keras_model = keras.Model(keras_model.input, keras_model.get_layer(layer).output)
   return keras.ops.convert_to_numpy(keras_model(x, training=False))
-
-
-def zero_variables(model, x):
-  """Variables of the right structure without running an initializer (the import fills them)."""
-  abstract = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), x)
-  return jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, leaf.dtype), abstract)
-
-
-def assert_close(actual, reference):
-  """1e-4 relative to the output's scale (random Keras nets give outputs from 1e-4 to 1e2)."""
-  scale = float(np.abs(reference).max())
-  assert scale > 0
-  np.testing.assert_allclose(actual, reference, rtol=1e-4, atol=1e-4 * scale)
 
 
 def random_images(shape, seed):

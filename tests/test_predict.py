@@ -177,6 +177,7 @@ def test_every_format_matches_the_evaluation_path_and_bad_files_are_reported(ct_
     np.testing.assert_allclose(got, want, atol=ATOL, err_msg=name)
     np.testing.assert_allclose(list(record["probabilities"].values()), want.mean(0), atol=ATOL)
     assert record["temperature"] == 1.0 and record["calibrated"] is False
+    assert record["temperature_source"].startswith("none (uncalibrated: no ")
   assert records["ct_no_extension"]["format"] == "dicom" and records["ct_no_extension"]["modality"] == "ct"
   assert any("MONOCHROME1" in note for note in records["inverted.dcm"]["notes"])
   assert records["study.nii.gz"]["aggregation"] == "mean over slices"
@@ -206,6 +207,7 @@ def test_fitted_temperature_from_the_calibration_report_is_applied(ct_model, tmp
   predict.run(predict_config(calibrated_dir, str(tmp_path / "slice.png")), str(tmp_path / "run"))
   record = _records(tmp_path / "run")["slice.png"]
   assert record["temperature"] == 2.5 and record["calibrated"] is True
+  assert record["temperature_source"] == os.path.join(str(calibrated_dir), inference.CALIBRATION_FILE)
   want = evaluation_path_probabilities(state, config, [image], temperature=2.5)
   np.testing.assert_allclose(_image_probabilities(record), want, atol=ATOL)
   uncalibrated = evaluation_path_probabilities(state, config, [image])
@@ -265,6 +267,10 @@ def test_prepnet_autoencoder_is_applied_first_and_its_output_saved(ct_model, pre
                               prepnet_row="Auto-encoder")
   summary = predict.run(run_config, str(tmp_path / "run"))
   assert summary["n_ok"] == 1 and "Auto-encoder" in summary["prepnet_autoencoder"]
+  # Without a row name: the run's headline row, here its only row with an AE.
+  default = predict.run(predict_config(model_dir, str(tmp_path / "slice.png"), prepnet_workdir=prepnet_dir),
+                        str(tmp_path / "default_row"))
+  assert "row 'Auto-encoder'" in default["prepnet_autoencoder"]
 
   ae_input = transforms.make_preprocess(rc.preprocess, training=False)({"image": image}, None)["image"]
   ae_output = jax.jit(functools.partial(ae.apply_fn, train=False))(ae.variables, ae_input[None])
@@ -290,9 +296,13 @@ def test_bad_configs_name_the_field(ct_model, prepnet_run, tmp_path):
   with pytest.raises(ValueError, match="prepnet_row='Nope' is not a row"):
     predict.run(predict_config(model_dir, "x.png", prepnet_workdir=prepnet_run[0], prepnet_row="Nope"),
                 str(tmp_path))
-  with pytest.raises(ValueError, match="prepnet_seed=3 was not run"):
+  with pytest.raises(ValueError, match="model_seed=3 was not run"):
     predict.run(predict_config(model_dir, "x.png", prepnet_workdir=prepnet_run[0], prepnet_row="Auto-encoder",
-                               prepnet_seed=3), str(tmp_path))
+                               model_seed=3), str(tmp_path))
+  with pytest.raises(ValueError, match="config.arm='none' selects an augmentation arm"):
+    predict.run(predict_config(model_dir, "x.png", arm="none"), str(tmp_path))
+  with pytest.raises(ValueError, match="config.train_site='sars' selects a PrepNet E_cov"):
+    predict.run(predict_config(model_dir, "x.png", train_site="sars"), str(tmp_path))
 
 
 def test_prediction_uses_only_the_selected_model_but_features_may_use_a_training_checkpoint(tmp_path):

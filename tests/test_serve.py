@@ -62,6 +62,7 @@ def test_index_page_has_the_form_and_needs_nothing_from_outside(client):
   assert response.status_code == 200
   assert 'enctype="multipart/form-data"' in html and 'type="file"' in html and 'name="image"' in html
   assert "up to 2 MB" in html  # the upload limit is stated
+  assert '<span id="calibration"' in html and ">uncalibrated</span>" in html  # no calibration.json
   assert not re.search(r"https?://|<script|<link", html)
   assert "default-src 'none'" in response.headers["Content-Security-Policy"]
 

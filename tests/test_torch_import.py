@@ -11,12 +11,10 @@ test-only dependency (requirements-test.txt); the library never imports it.
 from __future__ import annotations
 
 import ast
-import functools
 import hashlib
 import pathlib
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -24,6 +22,7 @@ torch = pytest.importorskip("torch", reason="test-only dependency: requirements-
 from safetensors.torch import save_file  # noqa: E402
 from torch import nn  # noqa: E402
 
+from helpers import assert_close, zero_variables  # noqa: E402
 from prepnet_jax import models  # noqa: E402
 from prepnet_jax.models import vgg  # noqa: E402
 
@@ -143,19 +142,6 @@ def randomize(net, seed):
 def torch_logits(net, x):
   with torch.no_grad():
     return net(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))).numpy()
-
-
-def zero_variables(model, x):
-  """Variables of the right structure without running an initializer (the import fills them)."""
-  abstract = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), x)
-  return jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, leaf.dtype), abstract)
-
-
-def assert_close(actual, reference):
-  """1e-4, relative to the output's scale."""
-  scale = float(np.abs(reference).max())
-  assert scale > 0
-  np.testing.assert_allclose(np.asarray(actual), reference, rtol=1e-4, atol=1e-4 * scale)
 
 
 def random_images(shape, seed):

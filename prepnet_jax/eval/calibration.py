@@ -10,6 +10,11 @@ classifier has one logit, (N,) or (N,1), with P(class 1) = sigmoid(z/T). The bin
 handled as the two-class softmax of [0, z], which is exactly sigmoid(z/T), so one code path
 serves both.
 
+Every classifier-producing job calls `write_model_calibration` once, after model selection, on
+the selected model's validation (and test) logits: it writes `reports/calibration.json` (the
+`calibration_report`) and reliability diagrams into that model's servable directory, and
+`read_temperature` is how `predict`/`serve` find the fitted T there.
+
 Optimiser choice: scipy L-BFGS-B on log T with an analytic float64 gradient, on the host.
 The problem is one-dimensional and the logits are already collected in host memory after
 evaluation, so there is nothing for an accelerator to do; float64 keeps the mean NLL exact for
@@ -19,10 +24,17 @@ constraints, and the bounds keep it inside [1e-2, 1e2] (beyond that the logits a
 
 from __future__ import annotations
 
+import json
+import math
+import os
+
 import numpy as np
 from scipy import optimize, special
 
 from prepnet_jax.eval.metrics import as_class_probs
+from prepnet_jax.runtime import rundir
+
+CALIBRATION_FILE = os.path.join(rundir.REPORTS, "calibration.json")
 
 INITIAL_TEMPERATURE = 1.5  # gpleiss's initial value
 LOG_T_BOUNDS = (np.log(1e-2), np.log(1e2))
@@ -141,14 +153,56 @@ def _split_summary(logits: np.ndarray, labels: np.ndarray, temperature: float, n
               ece_before=ece(before, labels, n_bins), ece_after=ece(after, labels, n_bins))
 
 
-def calibration_report(val_logits: np.ndarray, val_labels: np.ndarray, test_logits: np.ndarray,
-                       test_labels: np.ndarray, n_bins: int = 15) -> dict:
+def calibration_report(val_logits: np.ndarray, val_labels: np.ndarray, test_logits: np.ndarray | None = None,
+                       test_labels: np.ndarray | None = None, n_bins: int = 15,
+                       other_sets: dict | None = None) -> dict:
   """Fits T on validation logits and reports NLL/ECE before and after scaling on val and test.
 
-  The result is JSON-serialisable: {'temperature', 'n_bins', 'val': {...}, 'test': {...}} with
-  n, accuracy (unchanged by T), nll_before/after and ece_before/after per split.
+  The result is JSON-serialisable: {'temperature', 'fitted_on': 'val', 'n_bins', 'val': {...},
+  'test': {...}} with n, accuracy (unchanged by T), nll_before/after and ece_before/after per
+  split; 'test' only when test logits are given, and one more entry per `other_sets` item
+  (name → (logits, labels), e.g. an external site).
   """
   temperature = fit_temperature(val_logits, val_labels)
-  return dict(temperature=temperature, n_bins=n_bins, fitted_on="val",
-              val=_split_summary(val_logits, val_labels, temperature, n_bins),
-              test=_split_summary(test_logits, test_labels, temperature, n_bins))
+  report = dict(temperature=temperature, fitted_on="val", n_bins=n_bins,
+                val=_split_summary(val_logits, val_labels, temperature, n_bins))
+  sets = {} if test_logits is None else {"test": (test_logits, test_labels)}
+  for name, (logits, labels) in {**sets, **(other_sets or {})}.items():
+    report[name] = _split_summary(logits, labels, temperature, n_bins)
+  return report
+
+
+def write_model_calibration(model_dir: str, val: tuple, class_names, test: tuple | None = None,
+                            n_bins: int = 15, other_sets: dict | None = None) -> dict:
+  """The one calibration step of every job: fit T on the selected model's validation (logits,
+  labels), then write `<model_dir>/reports/calibration.json` (+ .md) and one before/after
+  reliability diagram per set (`reports/reliability_<set>.png`). Returns the report."""
+  from prepnet_jax.eval import figures  # figures draws with this module's binning
+  test = None if test is None or not np.asarray(test[1]).size else test
+  report = calibration_report(*val, *(test or (None, None)), n_bins=n_bins, other_sets=other_sets)
+  sets = {"val": val, **({"test": test} if test else {}), **(other_sets or {})}
+  report["figures"] = {}
+  for name, (logits, labels) in sets.items():
+    figure = os.path.join(model_dir, rundir.REPORTS, f"reliability_{name}.png")
+    figures.reliability_diagram(figure, probabilities(logits), labels, list(class_names), n_bins=n_bins,
+                                calibrated_probs=probabilities(logits, report["temperature"]))
+    report["figures"][name] = os.path.basename(figure)
+  rows = [f"| {name} | {r['n']} | {r['accuracy']:.3f} | {r['nll_before']:.4f} → {r['nll_after']:.4f} | "
+          f"{r['ece_before']:.4f} → {r['ece_after']:.4f} |" for name, r in report.items() if name in sets]
+  markdown = "\n".join([f"# Calibration: T = {report['temperature']:.4f} (fitted on val)", "",
+                         f"| set | n | accuracy | NLL before → after | ECE ({n_bins} bins) before → after |",
+                         "|---|---|---|---|---|", *rows])
+  rundir.write_report(model_dir, "calibration", report, markdown)
+  return report
+
+
+def read_temperature(model_dir: str) -> float | None:
+  """The fitted temperature in `<model_dir>/reports/calibration.json`; None without that file."""
+  path = os.path.join(model_dir, CALIBRATION_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    value = json.load(f).get("temperature")
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    raise ValueError(f"{path}: 'temperature' must be a positive number, got {value!r}")
+  return float(value)

@@ -18,15 +18,23 @@ Every 2-D image then goes through the model's own evaluation preprocessing (`con
 of its training run) and one jitted function gives its logits and Grad-CAM map, so a file
 predicted here gets the same probabilities as the evaluation path on the same pixels.
 
-Probabilities are temperature-scaled with the temperature fitted by the calibration job: the
-key 'temperature' of `<model_workdir>/reports/calibration.json` (`CALIBRATION_FILE`), or 1
-(uncalibrated) when that file does not exist.
+The model comes from `eval.trained.load_trained_model`: any workdir of the classifier,
+cxr_recipe (two-phase: its fine-tuning phase), augment_experiment (an arm and seed) or prepnet
+jobs. A PrepNet workdir is served as one CT pipeline: the row's preprocessing → its AE
+(→ grayscaling) → the E_cov trained on that AE's outputs, exactly the job's evaluation path; the
+AE output is shown as the "PrepNet-normalised image" (web page, predict's `_prepnet.png`).
 
-The classifier comes from `eval.trained.load_classifier` (its best checkpoint).
-Optional PrepNet auto-encoder (`eval.prepnet_autoencoder.load_prepnet_autoencoder`): the image goes through the PrepNet
-run's preprocessing and AE; the AE output, mapped back to uint8 with the PrepNet run's value
-range, is the "PrepNet-normalised image", which the classifier then preprocesses like any
-other input. Use it with a classifier trained on AE-normalised images.
+Probabilities are temperature-scaled with the temperature the training job fitted on the model's
+validation split (`calibration.write_model_calibration`): `<model dir>/reports/calibration.json`
+(`temperature_source` names that file), or `config.temperature` when > 0, or 1 (uncalibrated)
+when neither exists.
+
+Optional PrepNet auto-encoder in front of a separately trained classifier (`prepnet_workdir`,
+`eval.prepnet_autoencoder.load_prepnet_autoencoder`): the image goes through the PrepNet run's
+preprocessing and AE; the AE output, mapped back to uint8 with the PrepNet run's value range, is
+the "PrepNet-normalised image", which the classifier then preprocesses like any other input. Use
+it only with a classifier trained on AE-normalised images; PrepNet's own pipeline is the PrepNet
+workdir as `model_workdir`.
 """
 
 from __future__ import annotations
@@ -35,8 +43,6 @@ import collections.abc
 import dataclasses
 import functools
 import gzip
-import json
-import math
 import os
 import tempfile
 from typing import Sequence
@@ -50,7 +56,7 @@ from prepnet_jax.data import image_folder, nifti, transforms
 from prepnet_jax.eval import calibration, figures, gradcam, prepnet_autoencoder, trained
 from prepnet_jax.eval.metrics import as_class_probs
 
-CALIBRATION_FILE = os.path.join("reports", "calibration.json")
+CALIBRATION_FILE = calibration.CALIBRATION_FILE
 CT_DATASETS = ("sars_cov2_ct", "ucsd_covid_ct", "mosmed")
 CXR_DATASETS = ("covidx", "deepcovid", "pediatric_cxr")
 MODALITY_NAMES = {"ct": "CT", "cxr": "chest X-ray"}
@@ -283,18 +289,6 @@ def training_modality(config) -> str | None:
   return modalities.pop() if len(modalities) == 1 else None
 
 
-def load_temperature(model_workdir: str) -> float | None:
-  """The fitted temperature in `<model_workdir>/reports/calibration.json`, None without one."""
-  path = os.path.join(model_workdir, CALIBRATION_FILE)
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    value = json.load(f).get("temperature")
-  if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-    raise ValueError(f"{path}: 'temperature' must be a positive number, got {value!r}")
-  return float(value)
-
-
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _logits_and_cam(model, layer, variables, images):
   """One compiled forward + Grad-CAM per model and input shape (inputs are resized to it)."""
@@ -332,53 +326,70 @@ class FileResult:
 
 
 class Predictor:
-  """A trained classifier (and optional PrepNet AE) loaded once, predicting one image at a time."""
+  """A trained model (and optional PrepNet AE) loaded once, predicting one image at a time."""
 
   def __init__(self, model_workdir: str, options: ReadOptions = ReadOptions(), temperature: float = 0.0,
-               gradcam_layer: str = "", cam_alpha: float = 0.4, autoencoder: prepnet_autoencoder.AutoEncoder | None = None):
+               gradcam_layer: str = "", cam_alpha: float = 0.4,
+               autoencoder: prepnet_autoencoder.AutoEncoder | None = None,
+               selection: trained.Selection = trained.Selection()):
     self.model_workdir = model_workdir
     self.options = options
-    classifier = trained.load_classifier(model_workdir, require_best=True)
-    self.config, self.model, self.variables = classifier.config, classifier.model, classifier.variables
-    self.class_names = [str(c) for c in self.config.data.class_names]
+    served = trained.load_trained_model(model_workdir, selection)
+    self.served = served
+    self.config, self.model, self.variables = served.config, served.model, served.variables
+    self.class_names = list(served.class_names)
     self.modality = training_modality(self.config)
-    preprocess = self.config.preprocess.to_dict()
+    preprocess = dict(served.preprocess)
     preprocess["ct_window"] = ()  # inputs arrive as windowed uint8 images (windowing is in reading)
     self.preprocess = transforms.make_preprocess(preprocess, training=False)
     self.image_size = int(preprocess["image_size"])
     self.channels = int(preprocess["channels"])
     self.value_range = preprocess["value_range"]
-    fitted = None if temperature > 0 else load_temperature(model_workdir)
-    self.calibrated = temperature > 0 or fitted is not None
-    self.temperature = float(temperature) if temperature > 0 else fitted or 1.0
-    self.temperature_source = ("config.temperature" if temperature > 0 else
-                               CALIBRATION_FILE if fitted else "none (uncalibrated, T = 1)")
+    if temperature > 0:
+      self.temperature, self.temperature_source = float(temperature), "config.temperature"
+    elif served.temperature is not None:
+      self.temperature, self.temperature_source = served.temperature, served.calibration_file
+    else:
+      self.temperature = 1.0
+      self.temperature_source = f"none (uncalibrated: no {served.calibration_file}; T = 1)"
+    self.calibrated = not self.temperature_source.startswith("none")
     self.gradcam_layer = gradcam_layer or None
     gradcam.at_layer(self.model, self.gradcam_layer)  # a bad layer name fails here, not per upload
     self.cam_alpha = float(cam_alpha)
+    if autoencoder is not None and served.kind == "prepnet":
+      raise ValueError(f"config.prepnet_workdir puts a PrepNet AE in front of a classifier, but {model_workdir} "
+                       "is a PrepNet run, served as its own AE + E_cov pipeline; leave prepnet_workdir empty")
     if autoencoder is not None and self.modality == "cxr":
       raise ValueError(f"a PrepNet auto-encoder normalises CT slices, but the model in {model_workdir} "
                        f"was trained on chest X-rays (data.train={self.config.data.train!r})")
     self.autoencoder = autoencoder
+    self.pipeline_stage = served.autoencoder  # a PrepNet run's own AE (+ grayscaling) before E_cov
 
   @classmethod
   def from_config(cls, config) -> "Predictor":
-    """From a predict/serve config: model_workdir, temperature, PrepNet AE, reading options."""
+    """From a predict/serve config: model_workdir and the model selection fields, temperature,
+    PrepNet AE, reading options."""
     if not config.model_workdir:
-      raise ValueError("config.model_workdir is empty; expected the workdir of a classifier run "
-                       "(e.g. --config.model_workdir=runs/cls)")
+      raise ValueError("config.model_workdir is empty; expected the workdir of a classifier, cxr_recipe, "
+                       "augment_experiment or prepnet run (e.g. --config.model_workdir=runs/cls)")
     autoencoder = None
     if config.prepnet_workdir:
       autoencoder = prepnet_autoencoder.load_prepnet_autoencoder(config.prepnet_workdir, config.prepnet_row,
-                                             int(config.prepnet_seed))
+                                                                 int(config.model_seed))
     return cls(config.model_workdir, ReadOptions.from_config(config), float(config.temperature),
-               config.gradcam_layer, float(config.cam_alpha), autoencoder)
+               config.gradcam_layer, float(config.cam_alpha), autoencoder, trained.Selection.from_config(config))
+
+  @property
+  def model_name(self) -> str:
+    return self.served.name
 
   def describe(self) -> dict:
-    return {"model_workdir": self.model_workdir, "model": self.config.model.name,
+    return {"model_workdir": self.model_workdir, "model": self.model_name, "model_kind": self.served.kind,
+            "model_description": self.served.description, "model_dir": self.served.model_dir,
             "trained_on": self.config.data.train, "modality": self.modality,
             "image_size": self.image_size, "class_names": self.class_names,
-            "temperature": self.temperature, "temperature_source": self.temperature_source,
+            "temperature": self.temperature, "calibrated": self.calibrated,
+            "temperature_source": self.temperature_source,
             "prepnet_autoencoder": self.autoencoder.description if self.autoencoder else None}
 
   def probabilities(self, logits: np.ndarray) -> np.ndarray:
@@ -388,10 +399,14 @@ class Predictor:
   def predict_image(self, image: np.ndarray, label: str = "") -> ImagePrediction:
     """Preprocess → (AE) → classifier + Grad-CAM for one uint8 H×W×C image."""
     normalised = self.autoencoder.normalise(image) if self.autoencoder else None
-    x = self.preprocess({"image": image if normalised is None else normalised}, None)["image"]
-    logits, cams = _logits_and_cam(self.model, self.gradcam_layer, self.variables, jnp.asarray(x[None]))
+    x = self.preprocess({"image": image if normalised is None else normalised}, None)["image"][None]
+    if self.pipeline_stage is not None:  # a PrepNet run: E_cov sees the AE output, as in training
+      ae_output, x = self.pipeline_stage(x)
+      if ae_output is not None:
+        normalised = transforms.denormalize(ae_output[0], self.value_range)
+    logits, cams = _logits_and_cam(self.model, self.gradcam_layer, self.variables, jnp.asarray(x))
     logits, cam = np.asarray(logits)[0], np.asarray(cams)[0]
-    model_input = transforms.denormalize(x, self.value_range)
+    model_input = transforms.denormalize(np.asarray(x)[0], self.value_range)
     return ImagePrediction(label=label, original=image, normalised=normalised, model_input=model_input,
                            logits=logits, probabilities=self.probabilities(logits[None])[0], cam=cam,
                            overlay=figures.cam_overlay(model_input, cam, self.cam_alpha))

@@ -3,6 +3,10 @@
   rows/<row_slug(row)>/seed_<s>/checkpoints/   the row's states after every finished phase
                                                (a rerun skips those phases)
   rows/<row_slug(row)>/seed_<s>/results.json   its evaluation; present = the row/seed is done
+  rows/<row_slug(row)>/seed_<s>/e_cov/<set>/reports/calibration.json (+ reliability_*.png)
+                                               the temperature of the E_cov trained on COVID
+                                               training set <set> ('sars', 'sars+ucsd'), fitted
+                                               on that set's validation split
   shared/phases/<phase+phase…>_<ae hash>/      AE/E_img states after shared phases, reused by
                                                later rows with the same AE-side config
   shared/ae_pretrained_<ae hash>/checkpoints/  the pre-trained AE of the pretrained schedules
@@ -38,6 +42,11 @@ def row_checkpoints(row_directory: str) -> str:
 
 def row_results_file(row_directory: str) -> str:
   return os.path.join(row_directory, "results.json")
+
+
+def cov_model_dir(row_directory: str, train_set: str) -> str:
+  """The directory of one E_cov of a row/seed (its calibration reports)."""
+  return os.path.join(row_directory, "e_cov", train_set)
 
 
 def shared_dir(workdir: str) -> str:

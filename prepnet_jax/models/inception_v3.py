@@ -34,7 +34,6 @@ Weight files (never downloaded; produce them once on a machine with internet):
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import re
 
@@ -42,6 +41,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from prepnet_jax.models import pretrained
 
 VARIANTS = ("fid", "keras")
 FID_NUM_CLASSES = 1008
@@ -222,14 +223,6 @@ class InceptionV3(nn.Module):
 
 # --- weight import -------------------------------------------------------------------------------
 
-def file_sha256(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      digest.update(chunk)
-  return digest.hexdigest()
-
-
 def missing_weights_message(path: str) -> str:
   if path:
     what = f"Inception-v3 weights file {path!r} does not exist"
@@ -371,7 +364,7 @@ def load_inception(path: str, expected_sha256: str | None = None) -> tuple[Incep
   """
   if not path or not os.path.isfile(path):
     raise MissingWeightsError(missing_weights_message(path))
-  sha256 = file_sha256(path)
+  sha256 = pretrained.sha256_of(path)
   if expected_sha256 and sha256 != expected_sha256.lower():
     raise ValueError(f"{path}: SHA-256 {sha256} differs from the expected {expected_sha256}")
   if path.endswith(".h5"):

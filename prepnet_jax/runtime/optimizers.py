@@ -18,6 +18,7 @@ import jax
 import optax
 
 SCHEDULES = ("constant", "step", "exponential", "cosine", "onecycle", "plateau")
+TOTAL_STEP_SCHEDULES = ("cosine", "onecycle")  # their shape depends on the run's total number of steps
 OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
 
 

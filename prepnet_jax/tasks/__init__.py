@@ -21,6 +21,7 @@ TASKS = {
     "stylegan2": "prepnet_jax.tasks.stylegan2.train",
     "gen_metrics": "prepnet_jax.tasks.gen_metrics",
     "augment_experiment": "prepnet_jax.tasks.augment_experiment.job",
+    "study": "prepnet_jax.tasks.study.job",
     "predict": "prepnet_jax.tasks.predict.job",
     "serve": "prepnet_jax.tasks.serve.app",
 }

@@ -30,18 +30,16 @@ def evaluate(state, eval_sets: dict, config, mesh) -> tuple[dict, dict]:
   return metrics, logits
 
 
-def calibrate(logits: dict, n_bins: int) -> dict:
-  """Temperature fitted on the 'val' logits; NLL and ECE before/after on every other set."""
-  temperature = calibration.fit_temperature(*logits["val"])
-  out = {"temperature": temperature, "n_bins": n_bins, "fitted_on": "val"}
-  for name, (z, labels) in logits.items():
-    if name == "val":
-      continue
-    out[name] = {
-        "nll_before": calibration.nll(z, labels), "nll_after": calibration.nll(z, labels, temperature),
-        "ece_before": calibration.ece(calibration.probabilities(z), labels, n_bins),
-        "ece_after": calibration.ece(calibration.probabilities(z, temperature), labels, n_bins)}
-  return out
+def calibrate(logits: dict, n_bins: int, model_dir: str, class_names: list[str]) -> dict:
+  """Temperature fitted on the 'val' logits, NLL and ECE before/after on every other set, written
+  into the arm's model directory like every classifier's (`calibration.write_model_calibration`:
+  the internal test set is its 'test', the external site an extra set). Returns the experiment's
+  record: {'temperature', 'n_bins', 'fitted_on', <set>: {n, accuracy, nll/ece before/after}}."""
+  others = {name: pair for name, pair in logits.items() if name not in ("val", "internal")}
+  report = calibration.write_model_calibration(model_dir, logits["val"], class_names, test=logits["internal"],
+                                               n_bins=n_bins, other_sets=others)
+  return {"temperature": report["temperature"], "n_bins": n_bins, "fitted_on": "val",
+          "internal": report["test"], **{name: report[name] for name in others}}
 
 
 def _gradcam_indices(labels: np.ndarray, count: int, num_classes: int) -> np.ndarray:

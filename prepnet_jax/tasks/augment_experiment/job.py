@@ -27,7 +27,10 @@ error unless `generator.allow_eval_data` is set, and then the report says so in 
 
 Writes `<workdir>/reports/augment_table.md`, `augment_results.json`,
 `reliability_<arm>_<set>.png` and `gradcam_<arm>_<set>.png`; each classifier run lives in
-`<workdir>/arms/<arm>/seed_<s>` (a rerun resumes and does not retrain finished runs).
+`<workdir>/arms/<arm>/seed_<s>` (a rerun resumes and does not retrain finished runs), a
+servable classifier workdir of its own: `config.json` (the experiment's config narrowed to that
+arm and seed), `best/` (or `finetune/best/` with a head-only phase) and, beside the best state,
+`reports/calibration.json` — `predict`/`serve` take it directly or as `--config.arm`/`model_seed`.
 """
 
 from __future__ import annotations
@@ -53,6 +56,14 @@ def _with_seed(config, seed: int):
   config = config.copy_and_resolve_references()
   with config.unlocked():
     config.seed = int(seed)
+  return config
+
+
+def _arm_config(run_config, arm: str, seed: int):
+  """The config.json of one arm's run: the experiment's, narrowed to that arm and seed."""
+  config = run_config.copy_and_resolve_references()
+  with config.unlocked():
+    config.arms, config.seeds = (arm,), (int(seed),)
   return config
 
 
@@ -105,12 +116,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
       run_config = _with_seed(config, seed)
       source = arm_training_source(arm, real, counts, run_config, generators, seed)
       run_dir = os.path.join(workdir, "arms", arm, f"seed_{seed}")
+      rundir.write_config(_arm_config(run_config, arm, seed), run_dir)
       state, meta = cxr_recipes.fit_recipe(run_config, run_dir, source, FieldsSource(eval_raw["val"]),
                                            mesh=mesh, name=f"{arm}/seed{seed}")
       metrics, logits = evaluate(state, eval_sets, run_config, mesh)
       np.savez(os.path.join(run_dir, "logits.npz"), **{f"{name}_{part}": array for name, (z, y) in logits.items()
                                                        for part, array in (("logits", z), ("labels", y))})
-      per_seed[seed] = {"metrics": metrics, "calibration": calibrate(logits, n_bins),
+      per_seed[seed] = {"metrics": metrics, "calibration": calibrate(logits, n_bins, meta["model_dir"], class_names),
                         "best_step": meta.get("best_step"),
                         "train_labels": np.bincount(pipeline.column(source, "label").astype(int),
                                                     minlength=num_classes).tolist()}

@@ -12,7 +12,13 @@
   `<workdir>/finetune`); the second starts from the first's best state through a step-0
   checkpoint written into its workdir before it starts (then `fit`'s auto-resume picks it up).
   During the head-only phase the frozen backbone's BatchNorm statistics still adapt, as in a
-  PyTorch model in train() mode with requires_grad=False.
+  PyTorch model in train() mode with requires_grad=False. Each phase directory gets its own
+  `config.json` (the phase's config), so `finetune/` — where the model is — is a classifier
+  workdir of its own (`eval.trained` serves it from the top-level workdir).
+
+The selected model is then temperature-scaled on the validation split (`classifier.calibrate`)
+in its own directory: `<workdir>/reports/calibration.json`, or `<workdir>/finetune/reports/` for
+two phases.
 
 Config fields (in every classifier config, off there): `head_only_epochs` (0 = one phase),
 `head_only_learning_rate`, `early_stopping_patience` (0 = off). Task 'cxr_recipe' =
@@ -29,10 +35,8 @@ import numpy as np
 from prepnet_jax.data import pipeline
 from prepnet_jax.eval import classify
 from prepnet_jax.models import classifier_factory
-from prepnet_jax.runtime import checkpointing, sharding, writers
+from prepnet_jax.runtime import checkpointing, optimizers, rundir, sharding, writers
 from prepnet_jax.tasks.classifier import train as classifier
-
-TOTAL_STEP_SCHEDULES = ("cosine", "onecycle")  # their shape depends on the total number of steps
 
 
 def stopping_epoch(history: list[dict], metric_key: str, patience: int) -> int | None:
@@ -67,7 +71,7 @@ def fit_with_early_stopping(config, workdir: str, train_source, val_source, *, m
   if patience <= 0:
     return classifier.fit(config, workdir, train_source, val_source, mesh=mesh, writer=writer, name=name)
   schedule = config.optim.schedule
-  if schedule in TOTAL_STEP_SCHEDULES:
+  if schedule in optimizers.TOTAL_STEP_SCHEDULES:
     raise ValueError(f"early_stopping_patience={patience} needs a schedule that does not depend on the "
                      f"total number of steps, got optim.schedule={schedule!r}; use constant, step, "
                      f"exponential or plateau, or set early_stopping_patience=0")
@@ -125,26 +129,30 @@ def fit_recipe(config, workdir: str, train_source, val_source, *, mesh=None, wri
                name: str = "train"):
   """The recipe of `config`: optional head-only phase, then training with optional early stopping.
 
-  Returns (best state, meta); with a head-only phase, meta['head_only'] holds that phase's meta
-  and the final phase runs in `<workdir>/finetune`.
+  Returns (best state, meta); meta['model_dir'] is the directory of the best state: `workdir`,
+  or with a head-only phase `<workdir>/finetune`, where the final phase runs (meta['head_only']
+  then holds the first phase's meta).
   """
   mesh = mesh or sharding.make_mesh()
   writer = writer or writers.create_writer(workdir)
   if int(config.head_only_epochs) <= 0:
-    return fit_with_early_stopping(config, workdir, train_source, val_source, mesh=mesh, writer=writer,
-                                   name=name)
-  head_state, head_meta = classifier.fit(head_only_config(config), os.path.join(workdir, "head_only"),
-                                         train_source, val_source, mesh=mesh, writer=writer,
-                                         name=f"{name}/head_only")
+    state, meta = fit_with_early_stopping(config, workdir, train_source, val_source, mesh=mesh,
+                                          writer=writer, name=name)
+    return state, {**meta, "model_dir": workdir}
+  head_only, head_dir = head_only_config(config), os.path.join(workdir, "head_only")
+  rundir.write_config(head_only, head_dir)
+  head_state, head_meta = classifier.fit(head_only, head_dir, train_source, val_source, mesh=mesh,
+                                         writer=writer, name=f"{name}/head_only")
   finetune = finetune_config(config)
   finetune_dir = os.path.join(workdir, "finetune")
+  rundir.write_config(finetune, finetune_dir)
   if initialise_from(finetune, finetune_dir, train_source, head_state):
     print(f"[{name}/finetune] starts from the head-only phase's best state (step "
           f"{head_meta.get('best_step')})", flush=True)
   state, meta = fit_with_early_stopping(finetune, finetune_dir, train_source, val_source, mesh=mesh,
                                         writer=writer, name=f"{name}/finetune")
   meta["head_only"] = {k: head_meta.get(k) for k in ("history", "best_step", "best_metric")}
-  return state, meta
+  return state, {**meta, "model_dir": finetune_dir}
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -158,10 +166,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
         f"{len(val_source)} val examples, head-only epochs {config.head_only_epochs}, "
         f"early-stopping patience {config.early_stopping_patience}", flush=True)
   state, meta = fit_recipe(config, workdir, train_source, val_source, mesh=mesh, writer=writer)
+  model_dir = meta["model_dir"]
+  report = classifier.calibrate(config, state, model_dir, val_source,
+                                classify.load_split(config, train_ref, "test"), mesh=mesh)
   results = classify.evaluate_all(config, state, mesh, list(config.data.eval))
   select = config.select_metric
   extra = {"best_step": meta.get("best_step"), "best_val_metric": meta.get("best_metric"),
-           "select_metric": select, "history": meta.get("history"),
+           "select_metric": select, "model_dir": model_dir,
+           "calibration": classifier.calibration_summary(report, model_dir), "history": meta.get("history"),
            "early_stopping": meta.get("early_stopping"), "head_only": meta.get("head_only")}
   table = classify.write_metrics_report(workdir, "metrics", results, extra)
   print(f"\nBest checkpoint: step {meta.get('best_step')} (val {select} = {meta.get('best_metric')})\n"

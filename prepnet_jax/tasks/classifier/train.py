@@ -2,10 +2,13 @@
 
 A linear script in the flax-examples style: sources → preprocessing → model and state →
 auto-resume → jitted, data-parallel train/eval steps → model selection on the validation
-metric → evaluation of the best checkpoint on every dataset (site) and split → reports.
+metric → temperature scaling of the best checkpoint on its validation split (`calibrate`:
+`reports/calibration.json`, which `predict`/`serve` apply) → evaluation of the best checkpoint
+on every dataset (site) and split → reports.
 `train_step` and `fit` are reused by the CXR recipes, the augmentation experiment and PrepNet's
-diagnostics; the model and state come from `models.classifier_factory`, the evaluation path
-(`predict_logits`, `evaluate_all`, `load_split`) from `eval.classify`.
+diagnostics, `calibrate` by the CXR recipes; the model and state come from
+`models.classifier_factory`, the evaluation path (`predict_logits`, `evaluate_all`,
+`load_split`) from `eval.classify`.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import numpy as np
 from absl import logging
 
 from prepnet_jax.data import pipeline, transforms
-from prepnet_jax.eval import metrics as metrics_lib
+from prepnet_jax.eval import calibration, metrics as metrics_lib
 from prepnet_jax.eval.classify import (evaluate_all, load_split, logits_to_probs, predict_logits,
                                        write_metrics_report)
 from prepnet_jax.losses import classification as losses
@@ -146,6 +149,34 @@ def fit(config, workdir: str, train_source, val_source, *, mesh=None, writer=Non
   return state, meta
 
 
+def calibrate(config, state, model_dir: str, val_source, test_source=None, *, mesh=None) -> dict | None:
+  """Fits the temperature of the selected model on its validation logits, reports it on the test
+  split and writes both into `model_dir` (`calibration.write_model_calibration`); None (and a
+  note) when there is no validation example."""
+  mesh = mesh or sharding.make_mesh()
+  eval_pre = transforms.make_preprocess(config.preprocess, training=False)
+  val = predict_logits(state, val_source, eval_pre, int(config.batch_size), mesh)
+  if not len(val[1]):
+    print(f"[calibration] {model_dir}: no validation examples, no temperature fitted (T = 1)", flush=True)
+    return None
+  test = None
+  if test_source is not None and len(test_source):
+    test = predict_logits(state, test_source, eval_pre, int(config.batch_size), mesh)
+  report = calibration.write_model_calibration(model_dir, val, config.data.class_names, test)
+  v = report["val"]
+  print(f"[calibration] T = {report['temperature']:.4f} fitted on {v['n']} validation examples "
+        f"(NLL {v['nll_before']:.4f} → {v['nll_after']:.4f}): "
+        f"{os.path.join(model_dir, calibration.CALIBRATION_FILE)}", flush=True)
+  return report
+
+
+def calibration_summary(report: dict | None, model_dir: str) -> dict | None:
+  """The temperature and where its report is, for a job's metrics report."""
+  if report is None:
+    return None
+  return {"temperature": report["temperature"], "file": os.path.join(model_dir, calibration.CALIBRATION_FILE)}
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
   mesh = sharding.make_mesh()
   writer = writers.create_writer(workdir)
@@ -156,11 +187,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
         f"{len(val_source)} val examples, {jax.device_count()} device(s)", flush=True)
   _log_example_images(writer, config, train_source)
   state, meta = fit(config, workdir, train_source, val_source, mesh=mesh, writer=writer)
+  report = calibrate(config, state, workdir, val_source, load_split(config, train_ref, "test"), mesh=mesh)
   refs = list(config.data.eval)
   results = evaluate_all(config, state, mesh, refs)
   table = write_metrics_report(workdir, "metrics", results, {
       "best_step": meta.get("best_step"), "best_val_metric": meta.get("best_metric"),
-      "select_metric": config.select_metric,
+      "select_metric": config.select_metric, "calibration": calibration_summary(report, workdir),
       "history": meta.get("history"), "step_losses": meta.get("step_losses")})
   print(f"\nBest checkpoint: step {meta.get('best_step')} (val {config.select_metric}"
         f" = {meta.get('best_metric')})\n{table}\n", flush=True)

@@ -5,11 +5,13 @@ checked against what the model was trained for (modality from its training data,
 and predicted on its own: a bad file gets a message naming it and the reason, and every other
 file is still processed. Outputs in <workdir>/predictions:
   <name>.json            probabilities per class (file level: the image, or the mean over a
-                         volume's slices) plus per image/slice logits, probabilities and notes
+                         volume's slices) plus per image/slice logits, probabilities and notes,
+                         and the temperature with where it came from (`temperature_source`)
   <name>_gradcam.png     Grad-CAM over the model input (one per image; `_slice<k>` for volumes)
-  <name>_prepnet.png     original | PrepNet-normalised image, when an AE is configured
+  <name>_prepnet.png     original | PrepNet-normalised image, for a PrepNet run or an AE in front
   predictions.csv        one row per image (and per failed file)
-  summary.json           n ok / n failed, the reasons, the model and temperature used
+  summary.json           n ok / n failed, the reasons, the model (which one of its workdir) and
+                         the temperature used (fitted T from the model's reports/calibration.json)
 """
 
 from __future__ import annotations
@@ -204,7 +206,7 @@ def write_file_outputs(out_dir: str, stem: str, predictor: inference.Predictor,
             "predicted_class": predictor.class_names[int(np.argmax(probabilities))],
             "aggregation": "mean over slices" if len(records) > 1 else "single image",
             "temperature": predictor.temperature, "calibrated": predictor.calibrated,
-            "images": records, "notes": result.notes}
+            "temperature_source": predictor.temperature_source, "images": records, "notes": result.notes}
   with open(os.path.join(out_dir, f"{stem}.json"), "w") as f:
     json.dump(record, f, indent=2)
   return record
@@ -237,10 +239,10 @@ def run(config, workdir: str) -> dict:
   out_dir = os.path.join(workdir, "predictions")
   os.makedirs(out_dir, exist_ok=True)
   inputs = expand_inputs(config.inputs, workdir, int(config.data.phantom_seed))
-  print(f"[predict] {len(inputs)} input file(s); model {predictor.config.model.name} from "
-        f"{predictor.model_workdir} ({predictor.modality or 'unknown'} modality, "
-        f"{predictor.image_size}² input), temperature {predictor.temperature:g} "
-        f"({predictor.temperature_source})", flush=True)
+  calibrated = "calibrated" if predictor.calibrated else "uncalibrated"
+  print(f"[predict] {len(inputs)} input file(s); model {predictor.model_name}: {predictor.served.description} "
+        f"({predictor.modality or 'unknown'} modality, {predictor.image_size}² input), {calibrated}, "
+        f"T = {predictor.temperature:g} ({predictor.temperature_source})", flush=True)
   records = []
   for (path, name), stem in zip(inputs, output_stems([n for _, n in inputs])):
     try:

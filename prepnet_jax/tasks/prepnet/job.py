@@ -7,7 +7,9 @@ For each table row (a named set of config overrides) and each seed:
      states (AE, E_img, E_cov) with the jitted steps of `steps` — `row_run`;
   3. for every COVID training set (one dataset, or several for Exp. 2) train E_cov on AE outputs,
      select the epoch by same-dataset validation balanced accuracy, and evaluate on
-     train/val/test of every dataset (every image passes the trained AE first);
+     train/val/test of every dataset (every image passes the trained AE first); fit E_cov's
+     temperature on that same validation data (`prepnet_layout.cov_model_dir`: the
+     calibration that predict/serve apply to the row's AE + E_cov pipeline);
   4. write the cross-dataset tables (`report`) and harmonisation diagnostics (`diagnostics`).
 
 Resume: states are checkpointed after every phase (`layout` says where); a rerun skips finished

@@ -15,7 +15,7 @@ import numpy as np
 from absl import logging
 
 from prepnet_jax.data import pipeline
-from prepnet_jax.eval import metrics as metrics_lib, prepnet_layout
+from prepnet_jax.eval import calibration, metrics as metrics_lib, prepnet_layout
 from prepnet_jax.models import prepnet_networks
 from prepnet_jax.runtime import checkpointing, checks, sharding
 from prepnet_jax.runtime.state import TrainState
@@ -376,11 +376,26 @@ class RowRun:
     return self.evaluate_all(keys, train_sets)
 
   def evaluate_all(self, keys: list[str], train_sets: list[list[int]]) -> dict:
+    """Every E_cov (with its AE) on every split of every dataset; then its temperature, fitted on
+    the validation splits of its own training set (its model selection data) and reported on
+    their test splits, goes to `prepnet_layout.cov_model_dir` for predict/serve."""
     results = {}
     for key, members in zip(keys, train_sets):
       ae, cov = self.cov_states[key]
       results[key] = {"members": [self.data.names[d] for d in members], "eval": {}}
+      own = {"val": [], "test": []}
       for d, name in enumerate(self.data.names):
-        results[key]["eval"][name] = {split: self.evaluate_split(ae, cov, d, split)
-                                      for split in ("train", "val", "test")}
+        results[key]["eval"][name] = {}
+        for split in ("train", "val", "test"):
+          src = self.data.splits[(d, split)]
+          logits, labels = self.cov_logits(ae, cov, src), src.column("label")
+          results[key]["eval"][name][split] = metrics_lib.classification_metrics(
+              labels, _sigmoid(logits[:, 0]), list(self.config.data.class_names))
+          if d in members and split in own:
+            own[split].append((logits, labels))
+      joined = {s: tuple(np.concatenate(part) for part in zip(*pairs)) for s, pairs in own.items()}
+      model_dir = prepnet_layout.cov_model_dir(self.workdir, key)
+      report = calibration.write_model_calibration(model_dir, joined["val"], self.config.data.class_names,
+                                                   test=joined["test"])
+      results[key]["calibration"] = {"temperature": report["temperature"], "dir": model_dir}
     return results

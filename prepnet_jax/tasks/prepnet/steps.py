@@ -23,18 +23,9 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from prepnet_jax.eval.prepnet_autoencoder import grayscale3  # also E_cov's input at inference
 from prepnet_jax.losses import classification as losses
 from prepnet_jax.runtime.state import TrainState
-
-LUMA = jnp.asarray([0.299, 0.587, 0.114], jnp.float32)
-
-
-def grayscale3(x: jax.Array) -> jax.Array:
-  """Thesis §4.8: Y = 0.299 R + 0.587 G + 0.114 B, replicated to 3 channels."""
-  if x.shape[-1] == 1:
-    return jnp.repeat(x, 3, axis=-1)
-  y = x @ LUMA.astype(x.dtype)
-  return jnp.repeat(y[..., None], 3, axis=-1)
 
 
 def _apply(state: TrainState, x, train: bool, rng=None, params=None):

@@ -125,8 +125,9 @@ def run(config, workdir: str) -> None:
   predictor = inference.Predictor.from_config(config)
   start = time.perf_counter()
   predictor.warm_up()
-  print(f"[serve] model {predictor.config.model.name} from {predictor.model_workdir} loaded and "
-        f"compiled in {time.perf_counter() - start:.1f}s", flush=True)
+  calibrated = f"calibrated, T = {predictor.temperature:.3g}" if predictor.calibrated else "uncalibrated"
+  print(f"[serve] model {predictor.model_name}: {predictor.served.description} ({calibrated}: "
+        f"{predictor.temperature_source}) loaded and compiled in {time.perf_counter() - start:.1f}s", flush=True)
   if config.host not in LOCAL_HOSTS:
     print(f"[serve] WARNING: host={config.host} exposes this page, without authentication, to "
           "every machine that can reach this one; use 127.0.0.1 for local use", flush=True)
