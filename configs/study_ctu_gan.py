@@ -10,7 +10,8 @@ to the training data of DeepCovid's ResNet-18 ("312 real + 312 generated"). Stag
   gan, wgan, wgan_gp, cgan, dcgan, vae   the generators (COVID-positive training images; CGAN
                                           learns both classes and is sampled as class COVID)
   cls            a small COVID classifier on the same data: the feature extractor of
-                 `is_classifier` / `fd_classifier` (IS needs class probabilities; the standard
+                 `is_classifier` / `fd_classifier` (IS needs class probabilities; on a 2-class
+                 classifier, images of one class score IS ≈ 1 by construction; the standard
                  Inception weights give `fid`/`is` when --config.stages.metrics_<g>.inception.
                  weights_path is set)
   metrics_<g>    generative metrics of each generator against the real COVID-positive training
@@ -23,7 +24,7 @@ to the training data of DeepCovid's ResNet-18 ("312 real + 312 generated"). Stag
                  and the head alone cannot learn much — the table shows it
 Reports: <workdir>/reports/study.md (the table), study.json.
 
-'cpu' (default): 32 px generators × 200 steps, 300 generated images per metric, classifiers at
+'cpu' (default): 32 px generators × 500 steps, 300 generated images per metric, classifiers at
 32 px (ResNet-18 ×0.25), COVID filled up to the negative count with generated images.
 'paper': --config=configs/study_ctu_gan.py:paper — the thesis protocol of each generator (64 px,
 10 000 iterations; configs/<model>.py:thesis) and DeepCovid at 224 px ×1, 50 epochs, 312
@@ -50,8 +51,8 @@ def generator(name: str, paper: bool):
   g = importlib.import_module(f"configs.{name}").get_config("thesis" if paper else None)
   if not paper:
     g.preprocess.image_size = 32
-    g.num_steps = 200
-    g.save_every = g.sample_every = 200
+    g.num_steps = 500
+    g.save_every = g.sample_every = 500
     g.log_every_steps = 50
     g.fd.num_fake = 200
   return g

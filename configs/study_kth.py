@@ -16,8 +16,8 @@ the stage's reports/. The web page on any of the trained models (a servable work
       --config.model_workdir=<workdir>/stages/resnet50/arms/none/seed_0
 Reports: <workdir>/reports/study.md (the table), study.json.
 
-'cpu' (default): the phantom's COVIDx-like site at 32 px, COVID-Net ×0.125 and ResNet50 ×0.25 from
-random weights, 6 epochs.
+'cpu' (default): the phantom's COVIDx-like site at 64 px, COVID-Net ×0.125 and ResNet50 ×0.25 from
+random weights, 15 epochs (the recipes' 'cpu' presets with 15 instead of 8 epochs).
 'paper': --config=configs/study_kth.py:paper — 224 px, full widths, Adam 2e-5, 16 epochs (GPU);
 ResNet50's ImageNet weights from a local torchvision file: --config.pretrained_path=
 resnet50.safetensors (never downloaded; see prepnet_jax/models/torch_import.py). Real data:
@@ -31,8 +31,7 @@ batches (30 % COVID) and class weights 1/1/6, calibrated by temperature scaling.
 test): COVID-Net 93.3 % accuracy, COVID sensitivity 91.0 %; ResNet50 91.3 %, sensitivity 74.2 %,
 PPV 95.8 %."""
 
-CPU = {"preprocess.image_size": 32, "preprocess.augment.crop_resize": 36, "num_epochs": 6,
-       "log_every_steps": 50}
+CPU = {"num_epochs": 15, "log_every_steps": 50}
 
 
 def get_config(preset=None):

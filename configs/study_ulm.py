@@ -19,7 +19,7 @@ Reports: <workdir>/reports/study.md (the table), study.json; the leaky setup of 
 --config.stages.resnet50.generator.data_train=phantom_cxr/ulm ...data_train_split=all
 ...allow_eval_data=True (the report then warns).
 
-'cpu' (default): the phantom's COVIDx-like site at 32 px; StyleGAN2 'small' (32 px, 1 kimg per
+'cpu' (default): the phantom's COVIDx-like site at 32 px; StyleGAN2 'small' (32 px, 6 kimg per
 class); 150 synthetic images per class; ResNet50 ×0.25, 2 + 6 epochs.
 'paper': --config=configs/study_ulm.py:paper — ResNet50 at 224 px ×1, 5 + 30 epochs, StyleGAN2
 'paper256' preset with 10 000 images per class (GPU; set
@@ -38,8 +38,8 @@ generators never see evaluation patients, and 'oversample' adds the same number 
 per class (is a gain more than rebalancing?)."""
 
 CPU = {"preprocess.image_size": 32, "log_every_steps": 50, "extra.per_class": (150, 150),
-       "generator.train.total_kimg": 1.0, "generator.train.snapshot_kimg": 1.0,
-       "generator.train.eval.num_generated": 100}
+       "generator.train.total_kimg": 6.0, "generator.train.snapshot_kimg": 6.0,
+       "generator.train.eval.num_generated": 200}
 
 
 def get_config(preset=None):

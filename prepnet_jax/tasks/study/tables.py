@@ -1,7 +1,8 @@
 """The paper-style tables of a study, built from its stages' own reports (nothing is recomputed).
 
 - Generators: one row per `gen_metrics` stage (the generator it sampled, each metric with its
-  real-vs-real noise floor); the generator picked by '@best_generator' is marked.
+  real-vs-real noise floor); the generator picked by '@best_generator' is marked. Then the
+  generators the synthetic arms sampled, with their training run's own Fréchet-distance record.
 - Classifiers: one row per arm of every `augment_experiment` stage (a recipe compared without
   synthetic data is an experiment with `arms=('none',)`): internal test accuracy, balanced
   accuracy, sensitivity / PPV / F1 of the positive class, AUC; external site accuracy and AUC;
@@ -45,7 +46,7 @@ def collect(config, directories: dict[str, str]) -> dict:
       positive = report["class_names"][-1]
       for g in report["generator_data"].get("generators", []):
         trained.append({"stage": name, "class": "conditional" if g["label"] is None else report["class_names"][g["label"]],
-                        **{k: g.get(k) for k in ("kind", "num_images", "num_patients", "quality", "workdir")}})
+                        **{k: g.get(k) for k in ("kind", "num_images", "num_patients", "quality", "workdir", "trained_here")}})
       for arm, record in report["arms"].items():
         classifiers.append({"stage": name, "arm": arm, "label": _label(config, name, arm),
                             "positive_class": positive, "seeds": report["seeds"],
@@ -128,19 +129,21 @@ def classifier_table(results: dict) -> list[str]:
   return lines
 
 
-def trained_generator_table(results: dict) -> list[str]:
-  """The generators the augmentation stages trained themselves, with their own FD record."""
+def synthetic_generator_table(results: dict) -> list[str]:
+  """The generators the synthetic arms sampled (trained in the stage or given), with the Fréchet
+  distance their own training run recorded."""
   rows = results["trained_generators"]
   if not rows:
     return []
-  lines = ["## Generators trained for the synthetic arms (their training run's own Fréchet distance)", "",
-           "| stage | class | kind | training images | patients | metric | first → last | steps |",
-           "|---|---|---|---|---|---|---|---|"]
+  lines = ["## Generators of the synthetic arms (the Fréchet distance their own training run recorded)", "",
+           "| stage | class | kind | origin | training images | patients | metric | first → last | steps |",
+           "|---|---|---|---|---|---|---|---|---|"]
   for row in rows:
     quality = row.get("quality") or {}
     change = (f"{quality['initial']:.1f} → {quality['final']:.1f}" if quality.get("final") is not None
               and quality.get("initial") is not None else "–")
-    lines.append(f"| {row['stage']} | {row['class']} | {row['kind']} | {row['num_images']} | {row['num_patients']} | "
+    origin = "trained in the stage" if row["trained_here"] else os.path.basename(row["workdir"])
+    lines.append(f"| {row['stage']} | {row['class']} | {row['kind']} | {origin} | {row['num_images']} | {row['num_patients']} | "
                  f"{quality.get('metric') or '–'} | {change} | {quality.get('num_steps', '–')} |")
   return lines + [""]
 
@@ -148,7 +151,7 @@ def trained_generator_table(results: dict) -> list[str]:
 def format_study(config, results: dict) -> str:
   lines = [f"# {config.title}", "", config.summary.strip(), ""]
   lines += generator_table(results)
-  lines += trained_generator_table(results)
+  lines += synthetic_generator_table(results)
   lines += classifier_table(results)
   lines += ["## Stages", "", "| stage | task | seconds | workdir |", "|---|---|---|---|"]
   for stage in results["stages"]:
