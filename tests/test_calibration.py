@@ -110,3 +110,15 @@ def test_model_calibration_file_is_what_predict_reads(tmp_path):
   (tmp_path / "reports" / "calibration.json").write_text('{"temperature": -1}')
   with pytest.raises(ValueError, match="'temperature' must be a positive number"):
     calibration.read_temperature(str(tmp_path))
+
+
+def test_a_fit_that_stops_at_the_bound_says_so():
+  """Logits unrelated to the labels: the NLL keeps falling towards uniform probabilities, so the
+  fit stops at T = 100 and the report names it; informative logits get no note."""
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 2, 400)
+  noise = rng.choice([-8.0, 8.0], size=400)
+  report = calibration.calibration_report(noise, labels)
+  assert report["temperature"] == pytest.approx(100.0, rel=1e-3) and "upper bound" in report["at_bound"]
+  informative = np.where(labels == 1, 2.0, -2.0) + rng.normal(0, 1.0, 400)
+  assert calibration.calibration_report(informative, labels)["at_bound"] is None

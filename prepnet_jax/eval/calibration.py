@@ -153,6 +153,17 @@ def _split_summary(logits: np.ndarray, labels: np.ndarray, temperature: float, n
               ece_before=ece(before, labels, n_bins), ece_after=ece(after, labels, n_bins))
 
 
+def temperature_at_bound(temperature: float) -> str | None:
+  """A note when the fit stopped at a bound of T: at 100 the validation NLL is lowest for (almost)
+  uniform probabilities, i.e. the model's logits carry no usable information on validation."""
+  if np.log(temperature) >= LOG_T_BOUNDS[1] - 1e-3:
+    return (f"T = {temperature:.0f} is the upper bound: (almost) uniform probabilities fit the validation "
+            "split best, so the model's confidence carries no information there")
+  if np.log(temperature) <= LOG_T_BOUNDS[0] + 1e-3:
+    return f"T = {temperature:.2f} is the lower bound: the validation logits are degenerate"
+  return None
+
+
 def calibration_report(val_logits: np.ndarray, val_labels: np.ndarray, test_logits: np.ndarray | None = None,
                        test_labels: np.ndarray | None = None, n_bins: int = 15,
                        other_sets: dict | None = None) -> dict:
@@ -165,6 +176,7 @@ def calibration_report(val_logits: np.ndarray, val_labels: np.ndarray, test_logi
   """
   temperature = fit_temperature(val_logits, val_labels)
   report = dict(temperature=temperature, fitted_on="val", n_bins=n_bins,
+                at_bound=temperature_at_bound(temperature),
                 val=_split_summary(val_logits, val_labels, temperature, n_bins))
   sets = {} if test_logits is None else {"test": (test_logits, test_labels)}
   for name, (logits, labels) in {**sets, **(other_sets or {})}.items():
@@ -189,7 +201,8 @@ def write_model_calibration(model_dir: str, val: tuple, class_names, test: tuple
     report["figures"][name] = os.path.basename(figure)
   rows = [f"| {name} | {r['n']} | {r['accuracy']:.3f} | {r['nll_before']:.4f} → {r['nll_after']:.4f} | "
           f"{r['ece_before']:.4f} → {r['ece_after']:.4f} |" for name, r in report.items() if name in sets]
-  markdown = "\n".join([f"# Calibration: T = {report['temperature']:.4f} (fitted on val)", "",
+  note = [f"**Note:** {report['at_bound']}.", ""] if report["at_bound"] else []
+  markdown = "\n".join([f"# Calibration: T = {report['temperature']:.4f} (fitted on val)", "", *note,
                          f"| set | n | accuracy | NLL before → after | ECE ({n_bins} bins) before → after |",
                          "|---|---|---|---|---|", *rows])
   rundir.write_report(model_dir, "calibration", report, markdown)

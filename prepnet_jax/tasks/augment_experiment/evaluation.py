@@ -38,7 +38,7 @@ def calibrate(logits: dict, n_bins: int, model_dir: str, class_names: list[str])
   others = {name: pair for name, pair in logits.items() if name not in ("val", "internal")}
   report = calibration.write_model_calibration(model_dir, logits["val"], class_names, test=logits["internal"],
                                                n_bins=n_bins, other_sets=others)
-  return {"temperature": report["temperature"], "n_bins": n_bins, "fitted_on": "val",
+  return {"temperature": report["temperature"], "at_bound": report["at_bound"], "n_bins": n_bins, "fitted_on": "val",
           "internal": report["test"], **{name: report[name] for name in others}}
 
 

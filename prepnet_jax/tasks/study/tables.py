@@ -51,7 +51,9 @@ def collect(config, directories: dict[str, str]) -> dict:
         classifiers.append({"stage": name, "arm": arm, "label": _label(config, name, arm),
                             "positive_class": positive, "seeds": report["seeds"],
                             "classifier": report["classifier"], "train_size": record["train_size"],
-                            "eval_sets": report["eval_sets"], "summary": record["summary"]})
+                            "eval_sets": report["eval_sets"], "summary": record["summary"],
+                            "temperature_at_bound": sum(bool(run["calibration"].get("at_bound"))
+                                                        for run in record["seeds"].values())})
   return {"generators": generators, "trained_generators": trained, "classifiers": classifiers, "stages": stages}
 
 
@@ -117,10 +119,15 @@ def classifier_table(results: dict) -> list[str]:
     cells = [row["label"], str(row["train_size"]), _stat(internal["accuracy"]), _stat(internal["balanced_accuracy"]),
              _stat(internal[f"{positive}/recall"]), _stat(internal[f"{positive}/precision"]),
              _stat(internal[f"{positive}/f1"]), _stat(internal["auc"]), _stat(external["accuracy"]),
-             _stat(external["auc"]), _stat(calibration["temperature"]),
+             _stat(external["auc"]), _stat(calibration["temperature"]) + ("†" if row["temperature_at_bound"] else ""),
              f"{_stat(calibration['internal/ece_before'])} → {_stat(calibration['internal/ece_after'])}"]
     lines.append("| " + " | ".join(cells) + " |")
   lines.append("")
+  at_bound = [f"{row['label']} ({row['temperature_at_bound']} of {len(row['seeds'])})" for row in rows
+              if row["temperature_at_bound"]]
+  if at_bound:
+    lines += ["† T reached its upper bound (100) in some seeds: uniform probabilities fit their validation "
+              "split best, i.e. those models' confidence carries no information there: " + ", ".join(at_bound) + ".", ""]
   by_stage = dict.fromkeys((r["stage"], r["classifier"]) for r in rows)
   if len({description for _, description in by_stage}) == 1:
     lines += [f"Classifier of every row: {first['classifier']}.", ""]
