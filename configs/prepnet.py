@@ -10,11 +10,16 @@ table goes to stdout and reports/prepnet_table.md, the before/after grids, inten
 histograms and the fresh dataset-origin classifier to reports/<row>/. One seed here;
 configs/prepnet_experiment.py runs the rows over 3 seeds (mean ± std).
 Small networks at 48×48, 130 patients per site, E_cov trained 8 epochs with flips/affine
-augmentation. Measured on 2 CPU cores shared with other jobs: 15 min 41 s wall (924 s in the
-job). Seed 0: Original Within 0.657 / Cross 0.638; Auto-encoder Within +7.6 pp, Cross −1.9 pp;
-PrepNet Within +8.8 pp, Cross −1.8 pp; PrepNet + up-sampling + grayscaling Within +11.6 pp,
-Cross +2.0 pp (one seed: no spread estimate). The 3-seed table is in README.md. The faithful
+augmentation. Measured on 2 idle CPU cores: 7 min 19 s wall (2.9 GB peak RSS). Seed 0: Original
+Within 0.728 / Cross 0.605; Auto-encoder Within −3.2 pp, Cross −2.6 pp; PrepNet Within −1.6 pp,
+Cross +3.3 pp; PrepNet + up-sampling + grayscaling Within +7.9 pp, Cross +2.5 pp (one seed: no
+spread estimate). The 3-seed table is in README.md. The faithful
 224×224 VGG16/VGG19 setting is configs/prepnet_thesis.py.
+The run directory is servable as one CT model — a row's AE, then the E_cov trained on its output,
+calibrated on that site's validation split (rows/<row>/seed_<s>/e_cov/<site>/reports/):
+  python main.py --config=configs/predict.py --workdir=runs/predict_prepnet \
+      --config.model_workdir=runs/prepnet --config.prepnet_row=PrepNet --config.train_site=sars \
+      --config.inputs=phantom:ct
 """
 
 import ml_collections
