@@ -118,6 +118,8 @@ def experiment(recipe: str | None = None, preset: str | None = None, generator: 
   c.generator.data_train_split = "train"
   c.generator.allow_eval_data = False   # True: a generator may have seen evaluation patients
   c.generator.train = generator_config(generator)                # generators trained here when none is given (gan, vae, vaegan or stylegan2 config)
+  # One switch for both the arms' classifiers and the generators trained here.
+  c.generator.train.half_precision = c.get_ref("half_precision")
 
   c.calibration = ml_collections.ConfigDict()
   c.calibration.num_bins = 15

@@ -25,6 +25,7 @@ def get_config():
   c = ml_collections.ConfigDict()
   c.task = "classifier"
   c.seed = 0
+  common.top_level(c)
   c.data = common.data(
       "phantom_ct/sars", ("phantom_ct/sars", "phantom_ct/ucsd", "phantom_ct/mosmed"),
       balance=())                   # e.g. (1, 0.3): 30 % of every batch from class 1

@@ -9,7 +9,8 @@ One vocabulary everywhere:
   `manual_dir`, `on_corrupt`).
 - `preprocess.*` — size, channels, grayscale, equalisation, value range, CT window, resizing,
   classical augmentation.
-- `batch_size`, `num_epochs` or `num_steps`, `log_every_steps`, `seed` at the top level.
+- `batch_size`, `num_epochs` or `num_steps`, `log_every_steps`, `seed` at the top level, and
+  `half_precision` (`top_level`): bfloat16 compute in every network the job trains.
 - `optim.*` — the fields of `runtime.optimizers.make_optimizer`; a job with several networks
   has one such section per network (`optim.g` / `optim.d`, `optim.ae` / `optim.img` / `optim.cov`).
 - `model.*` — the architecture.
@@ -32,6 +33,20 @@ def parse_preset(preset: str | None, presets: Sequence[str]) -> str:
     raise ValueError(f"unknown preset {preset!r}; expected one of {tuple(presets)} "
                      "(use --config=configs/<x>.py:<preset>)")
   return preset
+
+
+def top_level(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Adds the top-level fields every training job's config has, with one meaning everywhere.
+
+  `half_precision`: every network the job trains computes activations, matrix products and
+  convolutions in bfloat16; parameters, optimizer state, BatchNorm statistics, losses and metrics
+  stay float32 (`prepnet_jax/runtime/precision.py`: why bfloat16 and no loss scaling). Meant for
+  GPUs/TPUs; on CPU it is correct but no faster. Jobs that only load trained models (predict, serve,
+  sample, gen_metrics) rebuild each model from its run's config.json, so it computes as it was
+  trained and calibrated; the FID's Inception-v3 always runs in float32.
+  """
+  c.half_precision = False
+  return c
 
 
 def data(train, eval_: Sequence[str] = (), **fields) -> ml_collections.ConfigDict:

@@ -40,6 +40,7 @@ def generative_base(task: str, preset: str | None) -> ml_collections.ConfigDict:
   c.task = task
   c.seed = 0
   c.preset = preset
+  common.top_level(c)
 
   c.data = common.data(
       "phantom_cxr/covidx",

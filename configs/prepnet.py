@@ -32,6 +32,7 @@ def get_config():
   c.task = "prepnet"
   c.seed = 0
   c.seeds = (0,)
+  common.top_level(c)
 
   # The sites: the imaging label of every example is its index here. Every table evaluates E_cov
   # on every split of every one of them, so `data.eval` stays empty.

@@ -6,8 +6,9 @@ every stage: `--config.data_train=covidx/v8b` (the training dataset of every sta
 builder of the real data, read from --config.manual_dir), `--config.data_external=<dataset>`
 (the external test site), `--config.seeds='(0,1,2,3,4)'`, `--config.manual_dir=/data/downloads` (root of the
 real datasets' downloads, TFDS manual_dir), `--config.pretrained_path=resnet50.safetensors`
-(the ImageNet file of the stages whose paper fine-tuned ImageNet weights) and
-`--config.pretrained_sha256=<hex>`.
+(the ImageNet file of the stages whose paper fine-tuned ImageNet weights),
+`--config.pretrained_sha256=<hex>` and `--config.half_precision=True` (bfloat16 compute in every
+stage that trains networks, `configs/common.top_level`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def study(name: str, title: str, summary: str, preset: str, data_train: str,
   c.manual_dir = ml_collections.FieldReference("")
   c.pretrained_path = ml_collections.FieldReference("")
   c.pretrained_sha256 = ml_collections.FieldReference("")
+  c.half_precision = ml_collections.FieldReference(False)          # every stage's (configs/common.top_level)
   c.stages = ml_collections.ConfigDict()
   c.stage_order = ()
   c.labels = ml_collections.ConfigDict()   # '<stage>' or '<stage>/<arm>' -> row name in the tables
@@ -54,6 +56,8 @@ def add_stage(c: ml_collections.ConfigDict, name: str, stage: ml_collections.Con
     stage.data.manual_dir = c.get_ref("manual_dir")
   if stage.task == "augment_experiment":
     stage.seeds = c.get_ref("seeds")
+  if "half_precision" in stage:  # stages that train networks (gen_metrics trains none)
+    stage.half_precision = c.get_ref("half_precision")
   if imagenet:
     stage.model.pretrained_path = c.get_ref("pretrained_path")
     stage.model.pretrained_sha256 = c.get_ref("pretrained_sha256")

@@ -49,6 +49,7 @@ def get_config():
   c = ml_collections.ConfigDict()
   c.task = "stylegan2"
   c.seed = 0
+  common.top_level(c)
   c.preset = "small"                # small | low_shot | paper256 | auto
 
   c.data = common.data(

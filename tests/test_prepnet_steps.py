@@ -94,3 +94,22 @@ def test_forget_step_pushes_img_logits_towards_zero(nets):
     ae, out = steps.forget_step(ae, img, batch, eta_rec=0.0, eta_pseu=1.0)
     first = first if first is not None else float(out["l_pseu"])
   assert float(out["l_pseu"]) < first
+
+
+def test_networks_that_differ_only_in_an_ignored_step_count_share_their_compiled_steps():
+  """Up-sampled rows have more steps per epoch; with a constant learning rate their AE and E_img
+  must be the very same (hashed-static) module and optimizer, so no step compiles twice."""
+  from configs import prepnet as prepnet_config
+  from prepnet_jax.models import prepnet_networks
+  config = prepnet_config.get_config()
+  key = jax.random.key(0)
+  a = prepnet_networks.make_ae_state(config, key, 39)
+  b = prepnet_networks.make_ae_state(config, key, 74)
+  assert a.tx is b.tx and a.apply_fn == b.apply_fn
+  img_a = prepnet_networks.make_classifier_state(config, config.e_img, 3, key, 39, config.optim.img)
+  img_b = prepnet_networks.make_classifier_state(config, config.e_img, 3, key, 74, config.optim.img)
+  assert img_a.tx is img_b.tx
+  config.optim.img.schedule = "exponential"  # a schedule that counts epochs: must differ
+  img_c = prepnet_networks.make_classifier_state(config, config.e_img, 3, key, 39, config.optim.img)
+  img_d = prepnet_networks.make_classifier_state(config, config.e_img, 3, key, 74, config.optim.img)
+  assert img_c.tx is not img_d.tx

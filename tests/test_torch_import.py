@@ -1,9 +1,9 @@
 """torchvision-layout weights load into the flax VGG / ResNet and reproduce PyTorch's logits.
 
-torchvision is not a dependency, so the reference networks are written here in plain torch.nn
-with exactly torchvision's module and parameter names (their `state_dict()` keys are
-torchvision's). They get random weights and random BatchNorm statistics so every mapped array
-matters, run in eval mode, and are saved with safetensors (one as .npz); the flax model imports
+torchvision is not a dependency, so the reference networks are plain torch.nn modules with
+exactly torchvision's module and parameter names (their `state_dict()` keys are torchvision's),
+defined once in benchmarks/torch_reference.py (bench_vs_torch.py times the same ones). They
+get random weights and random BatchNorm statistics so every mapped array matters, run in eval mode, and are saved with safetensors (one as .npz); the flax model imports
 the file with `load_pretrained` and must give the same logits on the same input. torch is a
 test-only dependency (requirements-test.txt); the library never imports it.
 """
@@ -22,108 +22,11 @@ torch = pytest.importorskip("torch", reason="test-only dependency: requirements-
 from safetensors.torch import save_file  # noqa: E402
 from torch import nn  # noqa: E402
 
+from benchmarks.torch_reference import BasicBlock, Bottleneck, TorchResNet, TorchVGG  # noqa: E402
 from helpers import assert_close, zero_variables  # noqa: E402
 from prepnet_jax import models  # noqa: E402
-from prepnet_jax.models import vgg  # noqa: E402
 
 torch.set_num_threads(1)
-WIDTHS = (64, 128, 256, 512)
-
-
-class BasicBlock(nn.Module):
-  expansion = 1
-
-  def __init__(self, inplanes, planes, stride, downsample):
-    super().__init__()
-    self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
-    self.bn1 = nn.BatchNorm2d(planes)
-    self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-    self.bn2 = nn.BatchNorm2d(planes)
-    self.relu = nn.ReLU()
-    self.downsample = downsample
-
-  def forward(self, x):
-    shortcut = x if self.downsample is None else self.downsample(x)
-    y = self.relu(self.bn1(self.conv1(x)))
-    return self.relu(self.bn2(self.conv2(y)) + shortcut)
-
-
-class Bottleneck(nn.Module):
-  """torchvision's "v1.5" bottleneck: the 3x3 conv strides."""
-  expansion = 4
-
-  def __init__(self, inplanes, planes, stride, downsample):
-    super().__init__()
-    self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
-    self.bn1 = nn.BatchNorm2d(planes)
-    self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
-    self.bn2 = nn.BatchNorm2d(planes)
-    self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
-    self.bn3 = nn.BatchNorm2d(planes * 4)
-    self.relu = nn.ReLU()
-    self.downsample = downsample
-
-  def forward(self, x):
-    shortcut = x if self.downsample is None else self.downsample(x)
-    y = self.relu(self.bn1(self.conv1(x)))
-    y = self.relu(self.bn2(self.conv2(y)))
-    return self.relu(self.bn3(self.conv3(y)) + shortcut)
-
-
-class TorchResNet(nn.Module):
-  def __init__(self, block, stage_sizes, num_classes):
-    super().__init__()
-    self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-    self.bn1 = nn.BatchNorm2d(64)
-    self.relu = nn.ReLU()
-    self.maxpool = nn.MaxPool2d(3, 2, 1)
-    inplanes = 64
-    for stage, (planes, size) in enumerate(zip(WIDTHS, stage_sizes), start=1):
-      blocks = []
-      for index in range(size):
-        stride = 2 if index == 0 and stage > 1 else 1
-        downsample = None
-        if index == 0 and (stride != 1 or inplanes != planes * block.expansion):
-          downsample = nn.Sequential(
-              nn.Conv2d(inplanes, planes * block.expansion, 1, stride, bias=False),
-              nn.BatchNorm2d(planes * block.expansion))
-        blocks.append(block(inplanes, planes, stride, downsample))
-        inplanes = planes * block.expansion
-      setattr(self, f"layer{stage}", nn.Sequential(*blocks))
-    self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-    self.fc = nn.Linear(512 * block.expansion, num_classes)
-
-  def features(self, x):
-    x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-    return self.layer4(self.layer3(self.layer2(self.layer1(x))))
-
-  def forward(self, x):
-    return self.fc(torch.flatten(self.avgpool(self.features(x)), 1))
-
-
-class TorchVGG(nn.Module):
-  """torchvision's VGG; `width` scales the channels and the 4096-unit head as our VGG does."""
-
-  def __init__(self, depth, batch_norm, num_classes, width=1.0):
-    super().__init__()
-    layers, channels = [], 3
-    for size, block_width in zip(vgg.VGG_BLOCK_SIZES[depth], vgg.VGG_BLOCK_WIDTHS):
-      out = vgg.scaled(block_width, width)
-      for _ in range(size):
-        layers += [nn.Conv2d(channels, out, 3, padding=1)]
-        layers += [nn.BatchNorm2d(out)] if batch_norm else []
-        layers += [nn.ReLU()]
-        channels = out
-      layers.append(nn.MaxPool2d(2, 2))
-    self.features = nn.Sequential(*layers)
-    self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
-    hidden = vgg.scaled(4096, width)
-    self.classifier = nn.Sequential(
-        nn.Linear(channels * 49, hidden), nn.ReLU(), nn.Dropout(),
-        nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(), nn.Linear(hidden, num_classes))
-
-  def forward(self, x):
-    return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
 def randomize(net, seed):

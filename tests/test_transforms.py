@@ -183,6 +183,22 @@ def test_random_affine_identity_and_uint8():
     T.random_affine(rng, img, degrees=5, fill="edge")
 
 
+
+def test_random_affine_warps_each_channel_alike_whether_or_not_they_are_equal():
+  """Grey images replicated to 3 channels take the warp-once path: the same bytes as warping each
+  channel; a colour image (channels differ) still warps every channel with the same transform."""
+  rng = np.random.default_rng(3)
+  grey = rng.integers(0, 256, (24, 24, 1), dtype=np.uint8)
+  colour = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+  kwargs = dict(degrees=15, translate=0.1, scale=0.1)
+  grey3 = T.random_affine(np.random.default_rng(9), np.repeat(grey, 3, axis=-1), **kwargs)
+  grey1 = T.random_affine(np.random.default_rng(9), grey, **kwargs)
+  np.testing.assert_array_equal(grey3, np.repeat(grey1, 3, axis=-1))
+  out = T.random_affine(np.random.default_rng(9), colour, **kwargs)
+  for c in range(3):
+    np.testing.assert_array_equal(out[..., c], T.random_affine(np.random.default_rng(9), colour[..., c:c + 1],
+                                                               **kwargs)[..., 0])
+
 def test_random_brightness_contrast():
   rng = np.random.default_rng(7)
   img = rng.integers(50, 200, (32, 32, 3), dtype=np.uint8)

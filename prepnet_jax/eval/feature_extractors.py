@@ -32,6 +32,7 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from prepnet_jax.models.conv import Conv
 from prepnet_jax.data import transforms
 from prepnet_jax.eval import trained
 from prepnet_jax.models import inception_v3
@@ -192,7 +193,7 @@ class RandomConvNet(nn.Module):
   @nn.compact
   def __call__(self, x):
     for i, width in enumerate(self.widths):
-      x = nn.relu(nn.Conv(width, (3, 3), strides=1 if i == 0 else 2, padding="SAME")(x))
+      x = nn.relu(Conv(width, (3, 3), strides=1 if i == 0 else 2, padding="SAME")(x))
     return jnp.mean(x, axis=(1, 2))
 
 
@@ -235,7 +236,9 @@ def randinit_extractor(seed: int = 0, image_size: int = 128, widths: Sequence[in
 def classifier_extractor(workdir: str, step: int | None = None, batch_size: int = 64) -> FeatureExtractor:
   """Penultimate embedding of a 'classifier' run: `best/` checkpoint, or `checkpoints/` `step`."""
   trained_classifier = trained.load_classifier(workdir, step)
-  config, model, variables = trained_classifier.config, trained_classifier.model, trained_classifier.variables
+  config, variables = trained_classifier.config, trained_classifier.variables
+  # Features for a metric in float32, whatever precision the run trained in (`half_precision`).
+  model = trained_classifier.model.clone(dtype=jnp.float32)
   which = trained_classifier.checkpoint
   preprocess = transforms.make_preprocess(config.preprocess, training=False)
   rng = np.random.default_rng(0)  # unused by the evaluation preprocess; the API needs one

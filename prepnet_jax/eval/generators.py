@@ -45,7 +45,7 @@ from jax.experimental import multihost_utils
 from prepnet_jax.data import datasets, pipeline, transforms
 from prepnet_jax.models import gan as gan_models, stylegan2_hparams, vae as vae_models, vaegan as vaegan_models
 from prepnet_jax.models.stylegan2 import NOISE_MODES
-from prepnet_jax.runtime import checkpointing, rundir, sharding, writers
+from prepnet_jax.runtime import checkpointing, precision, rundir, sharding, writers
 from prepnet_jax.runtime.state import TrainState
 
 TASKS = ("gan", "vae", "vaegan", "stylegan2")
@@ -257,10 +257,11 @@ def load_generator(workdir: str, step: int | None = None) -> TrainedGenerator:
   step = ckpt.latest_step() if step is None else step
   tree, meta = ckpt.restore_tree(step)
   config, mesh = info.config, sharding.make_mesh()
+  dtype = precision.compute_dtype(config)  # the run's own precision, as it drew its snapshots
   if info.task == "stylegan2":
     hp = stylegan2_hparams.hparams_from_meta(meta["hparams"]) if "hparams" in meta else \
         stylegan2_hparams.resolve_hparams(config)
-    generator = stylegan2_hparams.build_generator(hp)
+    generator = stylegan2_hparams.build_generator(hp, dtype)
     net = sharding.replicate(_network(tree, "stylegan2", workdir, generator.apply), mesh)
 
     def sample(z, labels, start, *, seed, truncation_psi, noise_mode):
@@ -270,11 +271,11 @@ def load_generator(workdir: str, step: int | None = None) -> TrainedGenerator:
   else:
     size, channels = info.image_size, info.channels
     if info.task == "gan":
-      module = gan_models.build_generator(config.model, size, channels)
+      module = gan_models.build_generator(config.model, size, channels, dtype)
     elif info.task == "vae":
-      module = vae_models.build_vae(config.model, size, channels)
+      module = vae_models.build_vae(config.model, size, channels, dtype)
     else:
-      module = vaegan_models.build_vaegan(config.model, size, channels)[1]
+      module = vaegan_models.build_vaegan(config.model, size, channels, dtype)[1]
     net = sharding.replicate(_network(tree, info.task, workdir, module.apply), mesh)
     jitted = _jitted_sampler(info.task, bool(info.num_classes))
 

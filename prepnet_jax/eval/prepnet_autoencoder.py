@@ -30,7 +30,7 @@ import numpy as np
 from prepnet_jax.data import transforms
 from prepnet_jax.eval import prepnet_layout
 from prepnet_jax.models import prepnet_networks
-from prepnet_jax.runtime import checkpointing, compile_cache, rundir
+from prepnet_jax.runtime import checkpointing, compile_cache, precision, rundir
 
 HEADLINE_ROW = "PrepNet"
 LUMA = jnp.asarray([0.299, 0.587, 0.114], jnp.float32)
@@ -183,6 +183,7 @@ def load_prepnet_pipeline(workdir: str, row: str = "", seed: int = -1, train_sit
           f"{rc.e_cov.name} E_cov")
   description = (f"PrepNet run {workdir}: row {row!r} (schedule {rc.schedule}), seed {seed}, "
                  f"E_cov trained on {key}")
-  cov_model, _ = compile_cache.build_once(prepnet_networks.build_classifier, rc.e_cov, 1, rc.optim.cov, 1)
+  cov_model, _ = compile_cache.build_once(prepnet_networks.build_classifier, rc.e_cov, 1, rc.optim.cov, 1,
+                                         precision.compute_dtype(rc))
   return PrepNetPipeline(name, description, rc, prepnet_layout.cov_model_dir(
       prepnet_layout.row_dir(workdir, row, seed), key), cov_model, cov.variables, stage)

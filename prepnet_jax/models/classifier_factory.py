@@ -1,7 +1,8 @@
 """A classifier and its train state from a config's `model` and `optim` sections.
 
 The one place that turns `config.model` (name, width, dropout, kwargs, optional local ImageNet
-weights, frozen backbone) and `config.optim` into a flax module and a `TrainState`; the
+weights, frozen backbone), `config.half_precision` (bfloat16 compute, `runtime.precision`) and
+`config.optim` into a flax module and a `TrainState`; the
 classifier task trains what it builds, and `eval.trained` rebuilds the same structure to
 restore a finished run. Module and optimizer come from `compile_cache.build_once`, so every
 seed, arm, epoch-wise refit (early stopping) or reload with an equal setting gets the same
@@ -15,7 +16,7 @@ import jax.numpy as jnp
 from absl import logging
 
 from prepnet_jax import models
-from prepnet_jax.runtime import compile_cache, optimizers
+from prepnet_jax.runtime import compile_cache, optimizers, precision
 from prepnet_jax.runtime.state import TrainState, create_train_state
 
 
@@ -34,6 +35,7 @@ def build_classifier(config):
   kwargs = dict(config.model.kwargs or {})
   kwargs.setdefault("width_multiplier", float(config.model.width_multiplier))
   kwargs.setdefault("dropout_rate", float(config.model.dropout_rate))
+  kwargs.setdefault("dtype", precision.compute_dtype(config))  # compute dtype; params stay float32
   setting = (config.model.name, num_outputs(config), tuple(sorted(kwargs.items())))
   try:
     return compile_cache.build_once(_module, *setting)

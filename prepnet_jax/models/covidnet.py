@@ -18,6 +18,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from prepnet_jax.models.conv import Conv
 from prepnet_jax.models.vgg import max_pool2, scaled
 
 STAGE_WIDTHS = (256, 512, 1024, 2048)
@@ -38,11 +39,11 @@ class PEPX(nn.Module):
   def __call__(self, x):
     n_in = x.shape[-1]
     half, three_quarters = max(1, n_in // 2), max(1, 3 * n_in // 4)
-    conv1x1 = lambda width, name: nn.Conv(width, (1, 1), kernel_init=torch_default_init,
+    conv1x1 = lambda width, name: Conv(width, (1, 1), kernel_init=torch_default_init,
                                           dtype=self.dtype, name=name)
     x = conv1x1(half, "project_in")(x)
     x = conv1x1(three_quarters, "expand")(x)
-    x = nn.Conv(three_quarters, (3, 3), padding=((1, 1), (1, 1)),
+    x = Conv(three_quarters, (3, 3), padding=((1, 1), (1, 1)),
                 feature_group_count=three_quarters, kernel_init=torch_default_init,
                 dtype=self.dtype, name="depthwise")(x)
     x = conv1x1(half, "project_out")(x)
@@ -58,7 +59,7 @@ class COVIDNetFeatures(nn.Module):
   @nn.compact
   def __call__(self, x):
     width = lambda c: scaled(c, self.width_multiplier)
-    conv = lambda c, kernel, name, **kw: nn.Conv(c, kernel, kernel_init=torch_default_init,
+    conv = lambda c, kernel, name, **kw: Conv(c, kernel, kernel_init=torch_default_init,
                                                  dtype=self.dtype, name=name, **kw)
     x = conv(width(64), (7, 7), "conv1_7x7", strides=(2, 2), padding=((3, 3), (3, 3)))(x)
     stage_input = max_pool2(nn.relu(x))

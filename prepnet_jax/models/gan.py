@@ -10,17 +10,23 @@ Two families, each with the initialisation of its source:
 Generators map z (B, latent) to tanh images (B, S, S, C) in [−1, 1]; discriminators return
 one logit (critic score) per image, shape (B,). `build_generator` / `build_discriminator`
 turn `config.model` into modules; `model.kind` picks the pair and the loss (`KINDS`).
+
+Every module computes in its `dtype` (bfloat16 under `config.half_precision`, see
+`runtime.precision`) with float32 parameters; images leave a generator and logits (and the
+VAE-GAN's similarity features) leave a discriminator as float32, so every loss and penalty is
+float32.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from prepnet_jax.models.conv import Conv
 from prepnet_jax.models.vgg import scaled
 
 # kind → (generator, discriminator, loss); the training loop reads the loss.
@@ -57,12 +63,13 @@ def num_doublings(image_size: int, start: int) -> int:
   return int(n)
 
 
-def _norm(kind: str, train: bool, momentum: float, epsilon: float, scale_init=nn.initializers.ones):
+def _norm(kind: str, train: bool, momentum: float, epsilon: float, scale_init=nn.initializers.ones,
+          dtype: Any = jnp.float32):
   if kind == "batchnorm":
     return nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=epsilon,
-                        scale_init=scale_init)
+                        scale_init=scale_init, dtype=dtype)
   if kind == "layernorm":
-    return nn.LayerNorm(epsilon=epsilon)
+    return nn.LayerNorm(epsilon=epsilon, dtype=dtype)
   if kind == "none":
     return lambda x: x
   raise ValueError(f"unknown normalisation {kind!r}; expected one of {NORMS}")
@@ -76,6 +83,7 @@ class LabelConditioning(nn.Module):
   """
   num_classes: int
   mode: str = "embed_mul"
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, labels):
@@ -83,7 +91,8 @@ class LabelConditioning(nn.Module):
       raise ValueError(f"a conditional model (num_classes={self.num_classes}) needs labels")
     labels = labels.astype(jnp.int32)
     if self.mode == "embed_mul":
-      return x * nn.Embed(self.num_classes, x.shape[-1], embedding_init=keras_embedding_init)(labels)
+      return x * nn.Embed(self.num_classes, x.shape[-1], embedding_init=keras_embedding_init,
+                          dtype=self.dtype)(labels)
     if self.mode == "onehot_concat":
       return jnp.concatenate([x, jax.nn.one_hot(labels, self.num_classes, dtype=x.dtype)], axis=-1)
     raise ValueError(f"unknown conditioning {self.mode!r}; expected one of {CONDITIONINGS}")
@@ -99,16 +108,20 @@ class MLPGenerator(nn.Module):
   bn_epsilon: float = 1e-3
   num_classes: int = 0
   conditioning: str = "embed_mul"
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, z, labels=None, train: bool = True):
-    x = LabelConditioning(self.num_classes, self.conditioning)(z, labels) if self.num_classes else z
+    x = z.astype(self.dtype)
+    if self.num_classes:
+      x = LabelConditioning(self.num_classes, self.conditioning, self.dtype)(x, labels)
     for width in self.hidden:
-      x = nn.Dense(width, kernel_init=keras_kernel_init)(x)
+      x = nn.Dense(width, kernel_init=keras_kernel_init, dtype=self.dtype)(x)
       x = nn.leaky_relu(x, self.leaky_slope)
-      x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=self.bn_epsilon)(x)
-    x = nn.Dense(self.image_size * self.image_size * self.channels, kernel_init=keras_kernel_init)(x)
-    return jnp.tanh(x).reshape(-1, self.image_size, self.image_size, self.channels)
+      x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
+                       dtype=self.dtype)(x)
+    x = nn.Dense(self.image_size * self.image_size * self.channels, kernel_init=keras_kernel_init, dtype=self.dtype)(x)
+    return jnp.tanh(x.astype(jnp.float32)).reshape(-1, self.image_size, self.image_size, self.channels)
 
 
 class MLPDiscriminator(nn.Module):
@@ -122,17 +135,18 @@ class MLPDiscriminator(nn.Module):
   dropout: float = 0.0
   num_classes: int = 0
   conditioning: str = "embed_mul"
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, images, labels=None, train: bool = True):
-    x = images.reshape(images.shape[0], -1)
+    x = images.reshape(images.shape[0], -1).astype(self.dtype)
     if self.num_classes:
-      x = LabelConditioning(self.num_classes, self.conditioning)(x, labels)
+      x = LabelConditioning(self.num_classes, self.conditioning, self.dtype)(x, labels)
     for i, width in enumerate(self.hidden):
-      x = nn.leaky_relu(nn.Dense(width, kernel_init=keras_kernel_init)(x), self.leaky_slope)
+      x = nn.leaky_relu(nn.Dense(width, kernel_init=keras_kernel_init, dtype=self.dtype)(x), self.leaky_slope)
       if i > 0 and self.dropout:
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    return nn.Dense(1, kernel_init=keras_kernel_init)(x)[:, 0]
+    return nn.Dense(1, kernel_init=keras_kernel_init, dtype=self.dtype)(x)[:, 0].astype(jnp.float32)
 
 
 def upsample_nearest(x: jax.Array) -> jax.Array:
@@ -151,6 +165,7 @@ class UpsampleConvGenerator(nn.Module):
   base_channels: int = 128
   bn_momentum: float = 0.8
   bn_epsilon: float = 1e-3
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, z, labels=None, train: bool = True):
@@ -158,14 +173,17 @@ class UpsampleConvGenerator(nn.Module):
     if n > len(self.filters):
       raise ValueError(f"image_size={self.image_size} needs {n} up-sampling blocks but "
                        f"filters={tuple(self.filters)} lists {len(self.filters)}")
-    x = nn.relu(nn.Dense(self.base_channels * self.base_size ** 2, kernel_init=keras_kernel_init)(z))
+    x = nn.relu(nn.Dense(self.base_channels * self.base_size ** 2, kernel_init=keras_kernel_init,
+                         dtype=self.dtype)(z))
     x = x.reshape(-1, self.base_size, self.base_size, self.base_channels)
     k = (self.kernel, self.kernel)
     for features in self.filters[:n]:
-      x = nn.Conv(features, k, padding="SAME", kernel_init=keras_kernel_init)(upsample_nearest(x))
-      x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=self.bn_epsilon)(x)
+      x = Conv(features, k, padding="SAME", kernel_init=keras_kernel_init, dtype=self.dtype)(upsample_nearest(x))
+      x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
+                       dtype=self.dtype)(x)
       x = nn.relu(x)
-    return jnp.tanh(nn.Conv(self.channels, k, padding="SAME", kernel_init=keras_kernel_init)(x))
+    x = Conv(self.channels, k, padding="SAME", kernel_init=keras_kernel_init, dtype=self.dtype)(x)
+    return jnp.tanh(x.astype(jnp.float32))
 
 
 class StridedConvDiscriminator(nn.Module):
@@ -182,21 +200,24 @@ class StridedConvDiscriminator(nn.Module):
   leaky_slope: float = 0.2
   bn_momentum: float = 0.8
   bn_epsilon: float = 1e-3
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, images, labels=None, train: bool = True):
     x = images
     for i, features in enumerate(self.filters):
       stride = self.last_stride if i == len(self.filters) - 1 else 2
-      x = nn.Conv(features, (3, 3), strides=(stride, stride), padding="SAME", kernel_init=keras_kernel_init)(x)
+      x = Conv(features, (3, 3), strides=(stride, stride), padding="SAME", kernel_init=keras_kernel_init,
+               dtype=self.dtype)(x)
       if i == 1:
         x = jnp.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)))
       if i > 0:
-        x = _norm(self.norm, train, self.bn_momentum, self.bn_epsilon)(x)
+        x = _norm(self.norm, train, self.bn_momentum, self.bn_epsilon, dtype=self.dtype)(x)
       x = nn.leaky_relu(x, self.leaky_slope)
       if self.dropout:
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    return nn.Dense(1, kernel_init=keras_kernel_init)(x.reshape(x.shape[0], -1))[:, 0]
+    logits = nn.Dense(1, kernel_init=keras_kernel_init, dtype=self.dtype)(x.reshape(x.shape[0], -1))
+    return logits[:, 0].astype(jnp.float32)
 
 
 class DCGANGenerator(nn.Module):
@@ -211,21 +232,22 @@ class DCGANGenerator(nn.Module):
   max_multiplier: int = 8
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, z, labels=None, train: bool = True):
     n = num_doublings(self.image_size, 4)
     bn = lambda: nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                              epsilon=self.bn_epsilon, scale_init=dcgan_scale_init)
+                              epsilon=self.bn_epsilon, scale_init=dcgan_scale_init, dtype=self.dtype)
     conv_t = lambda features, stride, padding: nn.ConvTranspose(
         features, (4, 4), strides=(stride, stride), padding=padding, use_bias=False,
-        kernel_init=dcgan_kernel_init)
+        kernel_init=dcgan_kernel_init, dtype=self.dtype)
     x = z.reshape(z.shape[0], 1, 1, z.shape[-1])
     for i in range(n):
       features = self.width * min(2 ** (n - 1 - i), self.max_multiplier)
       x = conv_t(features, 1, "VALID")(x) if i == 0 else conv_t(features, 2, "SAME")(x)
       x = nn.relu(bn()(x))
-    return jnp.tanh(conv_t(self.channels, 2, "SAME")(x))
+    return jnp.tanh(conv_t(self.channels, 2, "SAME")(x).astype(jnp.float32))
 
 
 class DCGANDiscriminator(nn.Module):
@@ -238,20 +260,21 @@ class DCGANDiscriminator(nn.Module):
   leaky_slope: float = 0.2
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, images, labels=None, train: bool = True, return_features: bool = False):
     n = num_doublings(images.shape[1], 4)
-    conv = lambda features: nn.Conv(features, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)),
-                                    use_bias=False, kernel_init=dcgan_kernel_init)
+    conv = lambda features: Conv(features, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)),
+                                 use_bias=False, kernel_init=dcgan_kernel_init, dtype=self.dtype)
     x = nn.leaky_relu(conv(self.width)(images), self.leaky_slope)
     for i in range(1, n):
       x = conv(self.width * min(2 ** i, self.max_multiplier))(x)
-      x = _norm(self.norm, train, self.bn_momentum, self.bn_epsilon, dcgan_scale_init)(x)
+      x = _norm(self.norm, train, self.bn_momentum, self.bn_epsilon, dcgan_scale_init, self.dtype)(x)
       x = nn.leaky_relu(x, self.leaky_slope)
-    logits = nn.Conv(1, (4, 4), padding="VALID", use_bias=False, kernel_init=dcgan_kernel_init)(x)
-    logits = logits.reshape(images.shape[0])
-    return (logits, x) if return_features else logits
+    logits = Conv(1, (4, 4), padding="VALID", use_bias=False, kernel_init=dcgan_kernel_init, dtype=self.dtype)(x)
+    logits = logits.reshape(images.shape[0]).astype(jnp.float32)
+    return (logits, x.astype(jnp.float32)) if return_features else logits
 
 
 def architectures(model_cfg) -> tuple[str, str, str]:
@@ -263,7 +286,8 @@ def architectures(model_cfg) -> tuple[str, str, str]:
   return (model_cfg.generator or generator, model_cfg.discriminator or discriminator, loss)
 
 
-def build_generator(model_cfg, image_size: int, channels: int = 1) -> nn.Module:
+def build_generator(model_cfg, image_size: int, channels: int = 1, dtype: Any = jnp.float32) -> nn.Module:
+  """G of `model_cfg` computing in `dtype` (`runtime.precision.compute_dtype(config)`)."""
   arch, _, _ = architectures(model_cfg)
   m = float(model_cfg.width_multiplier)
   num_classes = int(model_cfg.num_classes)
@@ -273,17 +297,18 @@ def build_generator(model_cfg, image_size: int, channels: int = 1) -> nn.Module:
   if arch == "mlp":
     return MLPGenerator(image_size, channels, tuple(scaled(w, m) for w in model_cfg.mlp_g_hidden),
                         float(model_cfg.g_leaky_slope), num_classes=num_classes,
-                        conditioning=model_cfg.conditioning)
+                        conditioning=model_cfg.conditioning, dtype=dtype)
   if arch == "upsample_conv":
     return UpsampleConvGenerator(image_size, channels, tuple(scaled(f, m) for f in model_cfg.upsample_filters),
                                  int(model_cfg.upsample_kernel),
-                                 base_channels=scaled(int(model_cfg.upsample_base_channels), m))
+                                 base_channels=scaled(int(model_cfg.upsample_base_channels), m), dtype=dtype)
   if arch == "dcgan":
-    return DCGANGenerator(image_size, channels, scaled(int(model_cfg.dcgan_width), m))
+    return DCGANGenerator(image_size, channels, scaled(int(model_cfg.dcgan_width), m), dtype=dtype)
   raise ValueError(f"unknown generator {arch!r}; expected 'mlp', 'upsample_conv' or 'dcgan'")
 
 
-def build_discriminator(model_cfg) -> nn.Module:
+def build_discriminator(model_cfg, dtype: Any = jnp.float32) -> nn.Module:
+  """D (critic) of `model_cfg` computing in `dtype`; its logits are float32."""
   _, arch, _ = architectures(model_cfg)
   m = float(model_cfg.width_multiplier)
   num_classes = int(model_cfg.num_classes)
@@ -292,11 +317,11 @@ def build_discriminator(model_cfg) -> nn.Module:
                      f"discriminator, got model.discriminator={arch!r}")
   if arch == "mlp":
     return MLPDiscriminator(tuple(scaled(w, m) for w in model_cfg.mlp_d_hidden), dropout=float(model_cfg.d_dropout),
-                            num_classes=num_classes, conditioning=model_cfg.conditioning)
+                            num_classes=num_classes, conditioning=model_cfg.conditioning, dtype=dtype)
   if arch == "strided_conv":
     return StridedConvDiscriminator(tuple(scaled(f, m) for f in model_cfg.conv_d_filters),
                                     int(model_cfg.conv_d_last_stride), model_cfg.d_norm,
-                                    float(model_cfg.d_dropout))
+                                    float(model_cfg.d_dropout), dtype=dtype)
   if arch == "dcgan":
-    return DCGANDiscriminator(scaled(int(model_cfg.dcgan_width), m), norm=model_cfg.d_norm)
+    return DCGANDiscriminator(scaled(int(model_cfg.dcgan_width), m), norm=model_cfg.d_norm, dtype=dtype)
   raise ValueError(f"unknown discriminator {arch!r}; expected 'mlp', 'strided_conv' or 'dcgan'")

@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from prepnet_jax.models.conv import Conv
 from prepnet_jax.models import pretrained
 
 VARIANTS = ("fid", "keras")
@@ -84,7 +85,7 @@ class BasicConv(nn.Module):
   @nn.compact
   def __call__(self, x):
     padding = [(k // 2, k // 2) for k in self.kernel] if self.same else "VALID"
-    x = nn.Conv(self.features, self.kernel, (self.strides, self.strides), padding=padding,
+    x = Conv(self.features, self.kernel, (self.strides, self.strides), padding=padding,
                 use_bias=False, name="conv")(x)
     x = nn.BatchNorm(use_running_average=True, epsilon=BN_EPSILON, name="bn")(x)
     return nn.relu(x)

@@ -2,7 +2,9 @@
 
 The jitted steps take the states as arguments, and a state's module and optimizer are static
 (hashed) fields: `compile_cache.build_once` builds them once per distinct setting, so every seed,
-row and E_cov training set reuses the compiled steps instead of compiling them again.
+row and E_cov training set reuses the compiled steps instead of compiling them again. All three
+compute in `runtime.precision.compute_dtype(config)` (bfloat16 under `config.half_precision`);
+their parameters, BatchNorm statistics and outputs (the AE's image, the logits) stay float32.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import jax.numpy as jnp
 
 from prepnet_jax import models
 from prepnet_jax.models.unet import UNetVGG16AE
-from prepnet_jax.runtime import compile_cache, optimizers
+from prepnet_jax.runtime import compile_cache, optimizers, precision
 from prepnet_jax.runtime.state import TrainState, create_train_state
 
 
@@ -20,24 +22,27 @@ def sample_input(config):
   return jnp.zeros((1, s, s, c), jnp.float32)
 
 
-def build_autoencoder(ae_cfg, channels: int, optim_cfg, steps_per_epoch: int):
-  """(module, optimizer) of the AE; call through `build_once`."""
+def build_autoencoder(ae_cfg, channels: int, optim_cfg, steps_per_epoch: int, dtype=jnp.float32):
+  """(module, optimizer) of the AE computing in `dtype`; call through `build_once`."""
   model = UNetVGG16AE(width_multiplier=float(ae_cfg.width_multiplier), depth=int(ae_cfg.depth),
-                      upsample=ae_cfg.upsample, out_channels=channels, out_activation=ae_cfg.out_activation)
+                      upsample=ae_cfg.upsample, out_channels=channels, out_activation=ae_cfg.out_activation,
+                      dtype=dtype)
   return model, optimizers.make_optimizer(optim_cfg, steps_per_epoch, steps_per_epoch)
 
 
-def build_classifier(net_cfg, num_outputs: int, optim_cfg, steps_per_epoch: int):
-  """(module, optimizer) of E_img or E_cov; call through `build_once`."""
+def build_classifier(net_cfg, num_outputs: int, optim_cfg, steps_per_epoch: int, dtype=jnp.float32):
+  """(module, optimizer) of E_img or E_cov computing in `dtype`; call through `build_once`."""
+  kwargs = {"dtype": dtype, **dict(net_cfg.kwargs)}
   model = models.get_classifier(net_cfg.name, num_outputs, width_multiplier=float(net_cfg.width_multiplier),
-                                **dict(net_cfg.kwargs))
+                                **kwargs)
   return model, optimizers.make_optimizer(optim_cfg, steps_per_epoch, steps_per_epoch)
 
 
 def make_ae_state(config, rng, steps_per_epoch: int, load_pretrained: bool = True) -> TrainState:
   ae_cfg = config.ae
   model, tx = compile_cache.build_once(build_autoencoder, ae_cfg, int(config.preprocess.channels),
-                                       config.optim.ae, int(steps_per_epoch))
+                                       config.optim.ae, optimizers.schedule_steps_per_epoch(config.optim.ae, steps_per_epoch),
+                                       precision.compute_dtype(config))
   state = create_train_state(model, tx, rng, sample_input(config))
   if load_pretrained and ae_cfg.pretrained_path:
     variables = models.load_pretrained("unet_vgg16", state.variables, ae_cfg.pretrained_path,
@@ -49,7 +54,8 @@ def make_ae_state(config, rng, steps_per_epoch: int, load_pretrained: bool = Tru
 def make_classifier_state(config, net_cfg, num_outputs: int, rng, steps_per_epoch: int, optim_cfg,
                           load_pretrained: bool = True) -> TrainState:
   model, tx = compile_cache.build_once(build_classifier, net_cfg, int(num_outputs), optim_cfg,
-                                       int(steps_per_epoch))
+                                       optimizers.schedule_steps_per_epoch(optim_cfg, steps_per_epoch),
+                                       precision.compute_dtype(config))
   state = create_train_state(model, tx, rng, sample_input(config))
   if load_pretrained and net_cfg.pretrained_path:
     variables = models.load_pretrained(net_cfg.name, state.variables, net_cfg.pretrained_path,

@@ -17,6 +17,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from prepnet_jax.models.conv import Conv
 from prepnet_jax.models.vgg import StagedClassifier, conv_init, scaled
 
 RESNET_STAGE_SIZES = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3)}
@@ -32,7 +33,7 @@ def _padding(kernel: int):
 def conv_bn(x, features, kernel, strides, train, prefix, layout, bn_momentum, dtype):
   """Conv + BatchNorm with the layout's bias and epsilon; call inside a compact method."""
   keras = layout == "keras"
-  x = nn.Conv(features, (kernel, kernel), strides=(strides, strides), padding=_padding(kernel),
+  x = Conv(features, (kernel, kernel), strides=(strides, strides), padding=_padding(kernel),
               use_bias=keras, kernel_init=conv_init, dtype=dtype, name=f"{prefix}_conv")(x)
   return nn.BatchNorm(use_running_average=not train, momentum=bn_momentum,
                       epsilon=1.001e-5 if keras else 1e-5, dtype=dtype, name=f"{prefix}_bn")(x)

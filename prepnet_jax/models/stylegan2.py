@@ -1,24 +1,37 @@
 """StyleGAN2 (config F) in pure JAX/Flax: mapping, skip generator, residual discriminator.
 
 Follows NVlabs/stylegan2-ada-pytorch `training/networks.py` layer for layer, in NHWC and
-float32 (so no fp16 pre-normalisation or conv clamping), with no custom kernels: the
-[1, 3, 3, 1] resampling filter (`upfirdn2d`) is a depthwise convolution. Every layer uses the
-equalised learning rate (weights drawn N(0, 1) and scaled by 1/sqrt(fan_in) at run time), so
-one Adam learning rate suits every layer and the mapping network's 0.01 multiplier is a
-parameter scaling, not a second optimizer.
+float32 or bfloat16 (never float16, so no fp16 pre-normalisation or conv clamping), with no
+custom kernels: the [1, 3, 3, 1] resampling filter (`upfirdn2d`) is a depthwise convolution.
+Every layer uses the equalised learning rate (weights drawn N(0, 1) and scaled by 1/sqrt(fan_in)
+at run time), so one Adam learning rate suits every layer and the mapping network's 0.01
+multiplier is a parameter scaling, not a second optimizer.
 
 Variables: 'params' (trained) and 'buffers' (the tracked average w and the fixed per-layer noise
 used by `noise_mode='const'`); the EMA generator copies buffers instead of averaging them.
+
+Precision (`dtype`, bfloat16 under `config.half_precision`): parameters and buffers are float32.
+float32 always: the mapping network (z → w, w_avg, truncation), every style affine, the
+modulation and demodulation arithmetic — styles s, the coefficients d = rsqrt(Σ (w·s)² + 1e-8)
+from the float32 weights at HIGHEST matmul precision, and the products x·s and y·d, cast to
+bfloat16 only after (the non-fused form of convolving with the modulated weights w·s·d) — the
+noise draws, the skip image accumulated from the ToRGB outputs (so G's output is float32),
+minibatch-stddev's statistics and D's output layer (its logits are float32). `dtype`: the
+synthesis and discriminator convolutions, their activations, biases and the resampling filter.
+bfloat16 has float32's exponent range, so large styles cannot overflow as in float16.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from prepnet_jax.models import conv
 
 LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)
@@ -44,7 +57,7 @@ def channels_at(resolution: int, channel_base: int, channel_max: int) -> int:
 def bias_act(x, bias, activation: str, gain: float = 1.0):
   """Bias then activation; 'lrelu' carries the sqrt(2) gain that keeps unit variance."""
   if bias is not None:
-    x = x + bias
+    x = x + bias.astype(x.dtype)
   if activation == "lrelu":
     return nn.leaky_relu(x, LRELU_SLOPE) * (LRELU_GAIN * gain)
   if activation == "linear":
@@ -78,8 +91,8 @@ def upsample2d(x):
 
 
 def _conv(x, weight, stride: int = 1, padding=((0, 0), (0, 0)), lhs_dilation=(1, 1)):
-  return jax.lax.conv_general_dilated(x, weight, (stride, stride), padding, lhs_dilation=lhs_dilation,
-                                      dimension_numbers=_CONV_DIMS)
+  return conv.conv_general_dilated(x, weight, (stride, stride), padding, lhs_dilation=lhs_dilation,
+                                   dimension_numbers=_CONV_DIMS)
 
 
 def conv2d_resample(x, weight, up: int = 1, down: int = 1):
@@ -104,18 +117,30 @@ def conv2d_resample(x, weight, up: int = 1, down: int = 1):
   return _conv(x, weight, padding=((p, p), (p, p)))
 
 
+def demodulation_coefficients(weight, styles, eps: float = 1e-8):
+  """d (N, O) = rsqrt(Σ_{kh,kw,i} (w·s)² + eps) in float32 whatever the compute dtype.
+
+  HIGHEST precision keeps the sum a true float32 one on TPUs and TF32 GPUs (their default rounds
+  matmul inputs to bfloat16/TF32); it is a tiny (N, I) x (I, O) product.
+  """
+  weight_sq = jnp.sum(jnp.square(weight.astype(jnp.float32)), axis=(0, 1))  # (I, O)
+  return jax.lax.rsqrt(jnp.matmul(jnp.square(styles.astype(jnp.float32)), weight_sq,
+                                  precision=jax.lax.Precision.HIGHEST) + eps)
+
+
 def modulated_conv2d(x, weight, styles, up: int = 1, demodulate: bool = True):
   """Per-sample modulated (and demodulated) convolution, x (N,H,W,I), weight (k,k,I,O), styles (N,I).
 
   Computed as scale-input → shared convolution → scale-output, which equals convolving each
   sample with its own weight w'·s / ||w'·s|| (the "non-fused" path stylegan2-ada trains with).
+  The scalings run in float32 and round once to x's dtype; the convolution runs in x's dtype.
   """
-  x = x * styles[:, None, None, :]
-  x = conv2d_resample(x, weight, up=up)
+  dtype = x.dtype
+  x = (x.astype(jnp.float32) * styles.astype(jnp.float32)[:, None, None, :]).astype(dtype)
+  x = conv2d_resample(x, weight.astype(dtype), up=up)
   if demodulate:
-    weight_sq = jnp.sum(jnp.square(weight), axis=(0, 1))  # (I, O)
-    dcoefs = jax.lax.rsqrt(jnp.square(styles) @ weight_sq + 1e-8)  # (N, O)
-    x = x * dcoefs[:, None, None, :]
+    dcoefs = demodulation_coefficients(weight, styles)
+    x = (x.astype(jnp.float32) * dcoefs[:, None, None, :]).astype(dtype)
   return x
 
 
@@ -130,7 +155,7 @@ def minibatch_stddev(x, group_size: int, num_channels: int = 1):
   if n % g or c % num_channels:
     raise ValueError(f"minibatch-stddev: batch {n} must be divisible by group size {g} and "
                      f"channels {c} by mbstd_num_channels {num_channels}")
-  y = x.reshape(g, n // g, h, w, num_channels, c // num_channels)
+  y = x.astype(jnp.float32).reshape(g, n // g, h, w, num_channels, c // num_channels)
   y = y - jnp.mean(y, axis=0)
   y = jnp.sqrt(jnp.mean(jnp.square(y), axis=0) + 1e-8)
   y = jnp.mean(y, axis=(1, 2, 4))  # (n // g, num_channels)
@@ -148,6 +173,7 @@ class EqualDense(nn.Module):
   activation: str = "linear"
   lr_multiplier: float = 1.0
   bias_init: float = 0.0
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
@@ -155,7 +181,7 @@ class EqualDense(nn.Module):
     kernel = self.param("kernel", lambda k, s: _unit_normal(k, s) / self.lr_multiplier,
                         (fan_in, self.features))
     bias = self.param("bias", lambda k, s: jnp.full(s, self.bias_init, jnp.float32), (self.features,))
-    x = x @ (kernel * (self.lr_multiplier / math.sqrt(fan_in)))
+    x = x.astype(self.dtype) @ (kernel * (self.lr_multiplier / math.sqrt(fan_in))).astype(self.dtype)
     return bias_act(x, bias * self.lr_multiplier, self.activation)
 
 
@@ -166,13 +192,15 @@ class EqualConv(nn.Module):
   activation: str = "linear"
   use_bias: bool = True
   down: int = 1
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, gain: float = 1.0):
     fan_in = x.shape[-1] * self.kernel_size**2
     kernel = self.param("kernel", _unit_normal,
                         (self.kernel_size, self.kernel_size, x.shape[-1], self.features))
-    x = conv2d_resample(x, kernel * (1.0 / math.sqrt(fan_in)), down=self.down)
+    x = conv2d_resample(x.astype(self.dtype), (kernel * (1.0 / math.sqrt(fan_in))).astype(self.dtype),
+                        down=self.down)
     bias = self.param("bias", nn.initializers.zeros, (self.features,)) if self.use_bias else None
     return bias_act(x, bias, self.activation, gain)
 
@@ -233,9 +261,9 @@ class SynthesisLayer(nn.Module):
         self.make_rng("params"), (self.resolution, self.resolution, 1)))
     strength = self.param("noise_strength", nn.initializers.zeros, ())
     if noise_mode == "random":
-      x = x + jax.random.normal(self.make_rng("noise"), x.shape[:3] + (1,), x.dtype) * strength
+      x = x + (jax.random.normal(self.make_rng("noise"), x.shape[:3] + (1,)) * strength).astype(x.dtype)
     elif noise_mode == "const":
-      x = x + noise_const.value * strength
+      x = x + (noise_const.value * strength).astype(x.dtype)
     elif noise_mode != "none":
       raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
@@ -252,7 +280,7 @@ class ToRGB(nn.Module):
     styles = EqualDense(in_channels, bias_init=1.0, name="affine")(w) * (1.0 / math.sqrt(in_channels))
     kernel = self.param("kernel", _unit_normal, (1, 1, in_channels, self.channels))
     x = modulated_conv2d(x, kernel, styles, demodulate=False)
-    return x + self.param("bias", nn.initializers.zeros, (self.channels,))
+    return x.astype(jnp.float32) + self.param("bias", nn.initializers.zeros, (self.channels,))
 
 
 class SynthesisBlock(nn.Module):
@@ -260,6 +288,7 @@ class SynthesisBlock(nn.Module):
   features: int
   resolution: int
   img_channels: int
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, img, ws, noise_mode: str = "random"):
@@ -267,7 +296,7 @@ class SynthesisBlock(nn.Module):
     w_iter = iter(range(ws.shape[1]))
     if x is None:
       const = self.param("const", _unit_normal, (4, 4, self.features))
-      x = jnp.broadcast_to(const, (ws.shape[0],) + const.shape)
+      x = jnp.broadcast_to(const.astype(self.dtype), (ws.shape[0],) + const.shape)
     else:
       x = SynthesisLayer(self.features, self.resolution, up=2, name="conv0")(x, ws[:, next(w_iter)], noise_mode)
     x = SynthesisLayer(self.features, self.resolution, name="conv1")(x, ws[:, next(w_iter)], noise_mode)
@@ -282,6 +311,7 @@ class SynthesisNetwork(nn.Module):
   img_channels: int
   channel_base: int = 32768
   channel_max: int = 512
+  dtype: Any = jnp.float32
 
   @property
   def num_ws(self) -> int:
@@ -297,7 +327,7 @@ class SynthesisNetwork(nn.Module):
       res = 2**log2_res
       num_conv = 1 if res == 4 else 2
       block = SynthesisBlock(channels_at(res, self.channel_base, self.channel_max), res,
-                             self.img_channels, name=f"b{res}")
+                             self.img_channels, self.dtype, name=f"b{res}")
       x, img = block(x, img, ws[:, w_idx:w_idx + num_conv + 1], noise_mode)
       w_idx += num_conv
     return img
@@ -315,6 +345,7 @@ class Generator(nn.Module):
   w_avg_beta: float = 0.995
   channel_base: int = 32768
   channel_max: int = 512
+  dtype: Any = jnp.float32  # synthesis only; the mapping network is float32
 
   @property
   def num_ws(self) -> int:
@@ -326,7 +357,7 @@ class Generator(nn.Module):
     self.mapping = MappingNetwork(self.z_dim, self.c_dim, self.w_dim, self.num_ws, self.mapping_layers,
                                   self.mapping_lr_multiplier, self.w_avg_beta)
     self.synthesis = SynthesisNetwork(self.resolution, self.img_channels, self.channel_base,
-                                      self.channel_max)
+                                      self.channel_max, self.dtype)
 
   def map(self, z, c=None, truncation_psi: float = 1.0, update_w_avg: bool = False):
     return self.mapping(z, c, truncation_psi, update_w_avg)
@@ -343,14 +374,16 @@ class DiscriminatorBlock(nn.Module):
   features: int
   out_features: int
   from_rgb: bool
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     if self.from_rgb:
-      x = EqualConv(self.features, 1, "lrelu", name="fromrgb")(x)
-    skip = EqualConv(self.out_features, 1, use_bias=False, down=2, name="skip")(x, gain=math.sqrt(0.5))
-    x = EqualConv(self.features, 3, "lrelu", name="conv0")(x)
-    x = EqualConv(self.out_features, 3, "lrelu", down=2, name="conv1")(x, gain=math.sqrt(0.5))
+      x = EqualConv(self.features, 1, "lrelu", dtype=self.dtype, name="fromrgb")(x)
+    skip = EqualConv(self.out_features, 1, use_bias=False, down=2, dtype=self.dtype, name="skip")(
+        x, gain=math.sqrt(0.5))
+    x = EqualConv(self.features, 3, "lrelu", dtype=self.dtype, name="conv0")(x)
+    x = EqualConv(self.out_features, 3, "lrelu", down=2, dtype=self.dtype, name="conv1")(x, gain=math.sqrt(0.5))
     return skip + x
 
 
@@ -368,6 +401,7 @@ class Discriminator(nn.Module):
   mbstd_num_channels: int = 1
   mapping_layers: int = 8
   mapping_lr_multiplier: float = 0.01
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, img, c=None):
@@ -376,13 +410,15 @@ class Discriminator(nn.Module):
       raise ValueError(f"discriminator expects (N, {self.resolution}, {self.resolution}, "
                        f"{self.img_channels}) images, got {img.shape}")
     ch = lambda res: channels_at(res, self.channel_base, self.channel_max)  # noqa: E731
-    x = img
+    x = img.astype(self.dtype)
     for log2_res in range(log2, 2, -1):
       res = 2**log2_res
-      x = DiscriminatorBlock(ch(res), ch(res // 2), from_rgb=res == self.resolution, name=f"b{res}")(x)
+      x = DiscriminatorBlock(ch(res), ch(res // 2), from_rgb=res == self.resolution, dtype=self.dtype,
+                             name=f"b{res}")(x)
     x = minibatch_stddev(x, self.mbstd_group_size, self.mbstd_num_channels)
-    x = EqualConv(ch(4), 3, "lrelu", name="b4_conv")(x)
-    x = EqualDense(ch(4), "lrelu", name="b4_fc")(x.reshape(x.shape[0], -1))
+    x = EqualConv(ch(4), 3, "lrelu", dtype=self.dtype, name="b4_conv")(x)
+    x = EqualDense(ch(4), "lrelu", dtype=self.dtype, name="b4_fc")(x.reshape(x.shape[0], -1))
+    x = x.astype(jnp.float32)  # the output layer and the projection: float32 logits
     if not self.c_dim:
       return EqualDense(1, name="b4_out")(x)[:, 0]
     cmap_dim = ch(4)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 
 from prepnet_jax.data import datasets
 from prepnet_jax.models import stylegan2 as sg2
@@ -140,20 +141,23 @@ def resolve_hparams(config, num_devices: int | None = None) -> Hparams:
   return hp
 
 
-def build_generator(hp: Hparams) -> sg2.Generator:
+# The compute dtype is an argument, not an `Hparams` field: it changes no parameter, so checkpoints
+# (whose metadata holds the Hparams) load into either precision.
+def build_generator(hp: Hparams, dtype=jnp.float32) -> sg2.Generator:
   return sg2.Generator(
       hp.resolution, hp.channels, z_dim=hp.z_dim, w_dim=hp.w_dim, c_dim=hp.c_dim,
       mapping_layers=hp.mapping_layers, mapping_lr_multiplier=hp.mapping_lr_multiplier,
-      w_avg_beta=hp.w_avg_beta, channel_base=hp.channel_base, channel_max=hp.channel_max)
+      w_avg_beta=hp.w_avg_beta, channel_base=hp.channel_base, channel_max=hp.channel_max, dtype=dtype)
 
 
-def build_models(hp: Hparams) -> tuple[sg2.Generator, sg2.Discriminator]:
+def build_models(hp: Hparams, dtype=jnp.float32) -> tuple[sg2.Generator, sg2.Discriminator]:
+  """G and D computing in `dtype` (`runtime.precision.compute_dtype(config)`)."""
   discriminator = sg2.Discriminator(
       hp.resolution, hp.channels, c_dim=hp.c_dim, channel_base=hp.channel_base,
       channel_max=hp.channel_max, mbstd_group_size=hp.mbstd_group_size,
       mbstd_num_channels=hp.mbstd_num_channels, mapping_layers=hp.mapping_layers,
-      mapping_lr_multiplier=hp.mapping_lr_multiplier)
-  return build_generator(hp), discriminator
+      mapping_lr_multiplier=hp.mapping_lr_multiplier, dtype=dtype)
+  return build_generator(hp, dtype), discriminator
 
 
 def hparams_from_meta(saved: dict) -> Hparams:

@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from prepnet_jax.models.conv import Conv
 from prepnet_jax.models.vgg import VGG_BLOCK_SIZES, VGGFeatures, conv_init, max_pool2, scaled
 
 UPSAMPLE_MODES = ("bilinear", "nearest", "transpose")
@@ -36,7 +37,7 @@ class ConvBNReLU(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    x = nn.Conv(self.features, (3, 3), padding=((1, 1), (1, 1)), kernel_init=conv_init,
+    x = Conv(self.features, (3, 3), padding=((1, 1), (1, 1)), kernel_init=conv_init,
                 dtype=self.dtype, name="conv")(x)
     x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5,
                      dtype=self.dtype, name="bn")(x)
@@ -117,5 +118,5 @@ class UNetVGG16AE(nn.Module):
       h = decoder_block(stage, f"dec{stage}")(jnp.concatenate([h, skips[stage - 1]], -1), train)
     h = ConvBNReLU(scaled(self.base_filters, self.width_multiplier), self.bn_momentum, self.dtype,
                    name="dec1")(jnp.concatenate([h, skips[0]], -1), train)
-    h = nn.Conv(self.out_channels, (1, 1), dtype=self.dtype, name="final")(h)
+    h = Conv(self.out_channels, (1, 1), dtype=self.dtype, name="final")(h)
     return OUT_ACTIVATIONS[self.out_activation](h.astype(jnp.float32))

@@ -14,6 +14,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from prepnet_jax.models.conv import Conv
+
 # Number of 3x3 convs in each of the five blocks; the widths are shared by all depths.
 VGG_BLOCK_SIZES = {11: (1, 1, 2, 2, 2), 16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4)}
 VGG_BLOCK_WIDTHS = (64, 128, 256, 512, 512)
@@ -58,7 +60,7 @@ def conv3x3_bn_relu(x, width: int, name: str, *, train: bool, batch_norm: bool =
 
   The VGG and small-CNN backbones share it, so their parameter names stay the Keras ones.
   """
-  x = nn.Conv(width, (3, 3), padding=((1, 1), (1, 1)), use_bias=use_bias, kernel_init=conv_init,
+  x = Conv(width, (3, 3), padding=((1, 1), (1, 1)), use_bias=use_bias, kernel_init=conv_init,
               dtype=dtype, name=name)(x)
   if batch_norm:
     x = nn.BatchNorm(use_running_average=not train, momentum=bn_momentum, epsilon=1e-5,

@@ -22,6 +22,13 @@ TOTAL_STEP_SCHEDULES = ("cosine", "onecycle")  # their shape depends on the run'
 OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
 
 
+def schedule_steps_per_epoch(cfg, steps_per_epoch: int) -> int:
+  """`steps_per_epoch` where the schedule depends on it, else 1: two optimizers that differ only in
+  a number their schedule ignores are then equal, and `compile_cache.build_once` returns the same
+  one (a run with up-sampled data reuses the compiled steps of a run without)."""
+  return 1 if cfg.schedule in ("constant", "plateau") else int(steps_per_epoch)
+
+
 def make_schedule(cfg, steps_per_epoch: int, total_steps: int) -> Callable[[Any], Any] | float:
   lr = float(cfg.learning_rate)
   kind = cfg.schedule

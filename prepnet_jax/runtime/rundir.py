@@ -17,6 +17,9 @@ import ml_collections
 
 CONFIG_FILE = "config.json"
 REPORTS = "reports"
+# Fields added after runs were written, with the value those runs used: a model rebuilt from an
+# older config.json computes as it was trained (float32 before `half_precision` existed).
+LEGACY_DEFAULTS = {"half_precision": False}
 
 
 def reports_dir(workdir: str) -> str:
@@ -42,7 +45,8 @@ def read_config(workdir: str, what: str = "training") -> ml_collections.ConfigDi
     raise FileNotFoundError(f"{path} does not exist; expected the workdir of a finished {what} run "
                             "(main.py writes config.json there)")
   with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    values = json.load(f)
+  return ml_collections.ConfigDict({**LEGACY_DEFAULTS, **values})
 
 
 def write_report(workdir: str, name: str, payload: Any, markdown: str | None = None, *,

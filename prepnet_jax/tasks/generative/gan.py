@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from prepnet_jax.eval import generators
 from prepnet_jax.losses import gan as gan_losses
 from prepnet_jax.models import gan as gan_models
-from prepnet_jax.runtime import optimizers, sharding
+from prepnet_jax.runtime import optimizers, precision, sharding
 from prepnet_jax.runtime.state import TrainState
 from prepnet_jax.tasks.generative import common as gen_common
 
@@ -43,8 +43,9 @@ def state_initializer(config):
   """fn(rng) → a fresh `GANState`; the modules and optimizers are built once, so every state it
   makes shares their (static) apply functions and jitted steps compile once per config."""
   size, channels = int(config.preprocess.image_size), int(config.preprocess.channels)
-  g_model = gan_models.build_generator(config.model, size, channels)
-  d_model = gan_models.build_discriminator(config.model)
+  dtype = precision.compute_dtype(config)
+  g_model = gan_models.build_generator(config.model, size, channels, dtype)
+  d_model = gan_models.build_discriminator(config.model, dtype)
   g_tx, d_tx = optimizers.make_optimizer(config.optim.g), optimizers.make_optimizer(config.optim.d)
   labels = jnp.zeros((1,), jnp.int32) if int(config.model.num_classes) else None
   latent_dim, keep_ema = int(config.model.latent_dim), float(config.ema_decay) > 0

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from prepnet_jax.eval import generators
 from prepnet_jax.losses import gan as gan_losses
 from prepnet_jax.models import vae as vae_models
-from prepnet_jax.runtime import optimizers, sharding
+from prepnet_jax.runtime import optimizers, precision, sharding
 from prepnet_jax.runtime.state import TrainState
 from prepnet_jax.tasks.generative import common as gen_common
 
@@ -34,7 +34,7 @@ class VAEState:
 def state_initializer(config):
   """fn(rng) → a fresh `VAEState` (model and optimizer built once, see gan.state_initializer)."""
   size, channels = int(config.preprocess.image_size), int(config.preprocess.channels)
-  model = vae_models.build_vae(config.model, size, channels)
+  model = vae_models.build_vae(config.model, size, channels, precision.compute_dtype(config))
   tx = optimizers.make_optimizer(config.optim)
 
   def init(rng: jax.Array) -> VAEState:

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from prepnet_jax.eval import generators
 from prepnet_jax.losses import gan as gan_losses
 from prepnet_jax.models import vae as vae_models, vaegan as vaegan_models
-from prepnet_jax.runtime import optimizers, sharding
+from prepnet_jax.runtime import optimizers, precision, sharding
 from prepnet_jax.runtime.state import TrainState
 from prepnet_jax.tasks.generative import common as gen_common
 from prepnet_jax.tasks.generative.common import select_tree
@@ -43,7 +43,8 @@ class VAEGANState:
 def state_initializer(config):
   """fn(rng) → a fresh `VAEGANState` (modules and optimizers built once, see gan.state_initializer)."""
   size, channels = int(config.preprocess.image_size), int(config.preprocess.channels)
-  encoder, decoder, discriminator = vaegan_models.build_vaegan(config.model, size, channels)
+  encoder, decoder, discriminator = vaegan_models.build_vaegan(config.model, size, channels,
+                                                               precision.compute_dtype(config))
   enc_tx, dec_tx = optimizers.make_optimizer(config.optim.g), optimizers.make_optimizer(config.optim.g)
   dis_tx = optimizers.make_optimizer(config.optim.d)
   images, z = jnp.zeros((1, size, size, channels)), jnp.zeros((1, int(config.model.latent_dim)))

@@ -68,8 +68,9 @@ def adam(lr: float, beta1: float, beta2: float, eps: float) -> optax.GradientTra
   return optax.adam(lr, b1=beta1, b2=beta2, eps=eps)
 
 
-def make_setup(hp: Hparams, augment: diffaugment.DiffAugment, mesh=None) -> Setup:
-  generator, discriminator = build_models(hp)
+def make_setup(hp: Hparams, augment: diffaugment.DiffAugment, mesh=None, dtype=jnp.float32) -> Setup:
+  """The static setup; `dtype` is G's and D's compute dtype (`runtime.precision.compute_dtype`)."""
+  generator, discriminator = build_models(hp, dtype)
   return Setup(generator, discriminator,
                make_optimizer(hp, hp.g_reg_interval if hp.g_lazy else None),
                make_optimizer(hp, hp.d_reg_interval if hp.d_lazy else None), augment, hp,

@@ -23,7 +23,7 @@ import numpy as np
 from absl import logging
 
 from prepnet_jax.data import datasets, diffaugment, pipeline, transforms
-from prepnet_jax.runtime import checkpointing, checks, rundir, sharding, writers
+from prepnet_jax.runtime import checkpointing, checks, precision, rundir, sharding, writers
 from prepnet_jax.models.stylegan2_hparams import ARCH_FIELDS, Hparams, resolve_hparams
 from prepnet_jax.tasks.stylegan2.snapshots import Snapshotter
 from prepnet_jax.tasks.stylegan2.steps import Setup, create_state, make_setup, train_step
@@ -75,7 +75,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   sharding.local_batch_size(hp.batch_size, mesh)
   augment = diffaugment.DiffAugment(config.diffaugment.policy, float(config.diffaugment.translation_ratio),
                                     float(config.diffaugment.cutout_ratio))
-  setup = make_setup(hp, augment, mesh)
+  setup = make_setup(hp, augment, mesh, precision.compute_dtype(config))
   rundir.write_config(config, workdir, overwrite=False)  # what eval.generators rebuilds G from
   writer = writers.create_writer(workdir)
   reals = load_training_images(config, hp)

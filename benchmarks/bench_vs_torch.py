@@ -1,0 +1,202 @@
+"""Train-step time of every network the project trains: prepnet_jax against PyTorch eager.
+
+  pip install -r requirements-bench.txt     # torch (the CPU wheel: see that file)
+  python benchmarks/bench_vs_torch.py --json runs/bench_vs_torch.json    # default rows, minutes
+  python benchmarks/bench_vs_torch.py --quick                            # three small rows
+  python benchmarks/bench_vs_torch.py --rows resnet18@224x16,unet_ae@48x32 --steps 9
+  python benchmarks/bench_vs_torch.py --jax-only                         # without torch
+
+A row is `<network>@<size>x<batch>`; networks: resnet18|34|50, vgg16|19[_bn][_gap] (`_gap`: the
+project's global-average-pool head, dropout 0.2 as PrepNet; otherwise torchvision's head,
+dropout 0.5), covidnet, unet_ae (configs/prepnet.py's AE), dcgan (configs/dcgan.py),
+stylegan2_small (configs/stylegan2.py); `_w<m>` sets the width multiplier (`vgg19_bn_gap_w0.125`).
+
+What is compared, per row, in one process (the rows: benchmarks/bench_vs_torch_pairs.py): the
+project's jitted train step (the one the jobs run) against the same architecture written in
+torch.nn (benchmarks/torch_reference*.py) and trained eagerly. Same batch (one random batch,
+placed once: `sharding.shard_batch` on the JAX side, torch tensors on the other), same loss,
+same optimizer settings:
+- classifiers: `tasks.classifier.train.train_step` with `optax.adamw(1e-4)` (weight decay 1e-4)
+  from `create_train_state`, as benchmarks/bench_classifiers.py; torch `AdamW(lr=1e-4,
+  weight_decay=1e-4)`; one logit + BCE (the project's binary tasks), COVID-Net 3 classes + CE;
+- unet_ae: PrepNet's `ae_rec_step` (L1 reconstruction) with the config's AdamW (1e-3, 1e-2);
+- dcgan: the 'gan' task's jitted step (D on a real and a fresh fake batch, then G on fresh
+  latents) with the config's Adam settings (G 1e-3, D 2e-4, β1 0.5, ε 1e-7);
+- stylegan2_small: G-main + D-main + G_ema of `tasks.stylegan2.steps` with the preset's lazy-
+  regularisation Adam settings; the lazy regularisers (path length, R1) are left out on both
+  sides and so is DiffAugment (policy ''), so the row times the networks, not the augmentation.
+Parameter counts (BatchNorm statistics and other buffers excluded) must be equal on both sides:
+the row stops with an assertion otherwise. The table's params column is that count (G + D for
+the GANs).
+
+Fairness rules: torch uses `torch.set_num_threads(<CPUs this process may use>)` (XLA:CPU uses
+every such core by default), `channels_last` for every convnet (`--torch-format contiguous`
+to compare), fused AdamW/Adam (its fastest CPU optimizer), and `requires_grad` off for the
+frozen network of a GAN phase, as JAX differentiates only the trained one. Warm-up is
+excluded: two JAX calls (the first compiles) and two torch steps. Then `--steps` repeats
+alternate A/B and B/A order, and each side reports the median; ratio = torch ms / JAX ms
+(> 1: prepnet_jax is faster). The machines are shared: compare ratios from one invocation.
+
+What was tried and what it gave (2 CPU cores, shared machine, jax 0.10.2, torch 2.13.0+cpu):
+- the first full default run, ratios per row: see the table in the commit that added this file;
+  the conv rewrite in prepnet_jax/models/conv.py was not yet used by the models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+from benchmarks import bench_vs_torch_pairs as pairs  # noqa: E402
+from benchmarks.bench_vs_torch_pairs import count, make_pair, torch_count  # noqa: E402
+from prepnet_jax.runtime import jax_settings, sharding  # noqa: E402
+
+torch = pairs.torch  # None without PyTorch: --jax-only, or the install message
+
+DEFAULT_ROWS = ("resnet18@224x16", "resnet18@64x32", "resnet34@224x16", "resnet50@224x8", "vgg16@224x8",
+                "vgg19@224x8", "vgg16_bn_gap@224x8", "vgg19_bn_gap@224x8", "vgg19_bn_gap_w0.125@48x32",
+                "vgg19_bn_gap_w0.5@64x32", "covidnet_w0.125@64x8", "unet_ae@48x32", "dcgan@64x32",
+                "stylegan2_small@32x16")
+QUICK_ROWS = ("resnet18_w0.25@64x8", "vgg19_bn_gap_w0.125@48x32", "dcgan@64x32")
+INSTALL_HINT = "pip install -r requirements-bench.txt"
+
+
+def timed(fn) -> float:
+  start = time.perf_counter()
+  fn()
+  return time.perf_counter() - start
+
+
+def bench_row(spec: str, steps: int, memory_format, jax_only: bool, mesh) -> dict:
+  pair = make_pair(spec)
+  holder = [sharding.replicate(pair.jax_init(), mesh)]
+  row = {"row": spec, "images_per_step": pair.images, "jax_params": count(pair.jax_params(holder[0])),
+         "load_average_before": os.getloadavg()[0]}
+  jax_fn = pair.jax_step(mesh)
+
+  def run_jax():
+    holder[0] = jax_fn(holder[0])
+    jax.block_until_ready(holder[0])
+
+  runs = {"jax": run_jax}
+  if not jax_only:
+    torch.manual_seed(0)
+    modules = pair.torch_build()
+    row["torch_params"] = torch_count(modules)
+    assert row["jax_params"] == row["torch_params"], (
+        f"{spec}: the architectures differ: prepnet_jax has {row['jax_params']:,} parameters, "
+        f"torch {row['torch_params']:,}")
+    runs["torch"] = pair.torch_step(modules, memory_format)
+  row["jax_compile_s"] = timed(run_jax)
+  for fn in runs.values():  # warm-up (a second JAX call; torch's first steps build its kernels)
+    fn()
+  if "torch" in runs:
+    row["torch_warmup_s"] = timed(runs["torch"])
+  times = {side: [] for side in runs}
+  for i in range(steps):
+    for side in (list(runs) if i % 2 == 0 else list(runs)[::-1]):
+      times[side].append(timed(runs[side]))
+  for side, values in times.items():
+    row[f"{side}_ms_all"] = [t * 1e3 for t in values]
+    row[f"{side}_ms"] = statistics.median(values) * 1e3
+    row[f"{side}_ms_min"] = min(values) * 1e3
+    row[f"{side}_img_s"] = pair.images / statistics.median(values)
+  if "torch" in runs:
+    row["ratio"] = row["torch_ms"] / row["jax_ms"]
+  row["load_average_after"] = os.getloadavg()[0]  # 1-minute: > CPUs means other work shared them
+  return row
+
+
+def format_table(rows: list[dict]) -> str:
+  lines = ["| network | input, batch | params | prepnet_jax ms/step | img/s | PyTorch ms/step | img/s "
+           "| ratio |", "|---|---|---|---|---|---|---|---|"]
+  for r in rows:
+    name, geometry = r["row"].split("@")
+    size, batch = geometry.split("x")
+    torch_cols = (f"{r['torch_ms']:.1f} | {r['torch_img_s']:.1f} | {r['ratio']:.2f}" if "ratio" in r
+                  else "— | — | —")
+    lines.append(f"| {name} | {size}², {batch} | {r['jax_params'] / 1e6:.2f} M | {r['jax_ms']:.1f} | "
+                 f"{r['jax_img_s']:.1f} | {torch_cols} |")
+  return "\n".join(lines)
+
+
+def environment(memory_format_name: str, jax_only: bool) -> dict:
+  import flax
+  import jaxlib
+  env = {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "flax": flax.__version__,
+         "optax": optax.__version__, "numpy": np.__version__, "python": platform.python_version(),
+         "platform": platform.platform(), "backend": jax.default_backend(),
+         "devices": [f"{d} ({d.device_kind})" for d in jax.devices()],
+         "jax_environment_info": jax.print_environment_info(return_string=True),
+         "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""), "cpu_count": os.cpu_count(),
+         "cpus_allowed": len(os.sched_getaffinity(0)),
+         "xla_threads": "XLA:CPU's intra-op pool, sized from the CPUs this process may use",
+         "prng_impl": str(jax.config.jax_default_prng_impl)}
+  if not jax_only:
+    env.update(torch=torch.__version__, torch_num_threads=torch.get_num_threads(),
+               torch_num_interop_threads=torch.get_num_interop_threads(),
+               torch_parallel_info=torch.__config__.parallel_info(),
+               torch_memory_format=memory_format_name)
+  return env
+
+
+def main(argv=None) -> list[dict]:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--rows", default=None, help="comma-separated <network>@<size>x<batch> (default: "
+                      "the configs' sizes)")
+  parser.add_argument("--steps", type=int, default=None, help="timed repeats per side (default 5, --quick 2)")
+  parser.add_argument("--quick", action="store_true", help=f"small rows only: {', '.join(QUICK_ROWS)}")
+  parser.add_argument("--json", default=None, help="write every row's numbers and the environment here")
+  parser.add_argument("--jax-only", action="store_true", help="time the JAX side only (torch not needed)")
+  parser.add_argument("--torch-format", default="channels_last", choices=("channels_last", "contiguous"))
+  parser.add_argument("--torch-threads", type=int, default=None,
+                      help="torch.set_num_threads (default: the CPUs this process may use)")
+  args = parser.parse_args(argv)
+  if torch is None and not args.jax_only:
+    print(f"PyTorch is not installed: install the benchmark dependencies with `{INSTALL_HINT}`, "
+          "or run with --jax-only", flush=True)
+    sys.exit(2)
+  jax_settings.configure()
+  rows = args.rows.split(",") if args.rows else list(QUICK_ROWS if args.quick else DEFAULT_ROWS)
+  steps = args.steps or (2 if args.quick else 5)
+  memory_format = None
+  if not args.jax_only:
+    torch.set_num_threads(args.torch_threads or len(os.sched_getaffinity(0)))
+    formats = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
+    memory_format = formats[args.torch_format]
+  env = environment(args.torch_format, args.jax_only)
+  threads = f", torch threads {env['torch_num_threads']} ({args.torch_format})" if not args.jax_only else ""
+  print(f"prepnet_jax (jax {env['jax']}) vs PyTorch {env.get('torch', '(not run)')} eager on "
+        f"{env['devices'][0]} ×{len(env['devices'])}, {env['cpus_allowed']} CPUs{threads}; "
+        f"median of {steps} interleaved steps", flush=True)
+  mesh = sharding.make_mesh()
+  results = []
+  for spec in rows:
+    row = bench_row(spec, steps, memory_format, args.jax_only, mesh)
+    results.append(row)
+    versus = (f", torch {row['torch_ms']:.1f} ms (min {row['torch_ms_min']:.1f}) → ratio {row['ratio']:.2f}"
+              if "ratio" in row else "")
+    print(f"  {spec}: {row['jax_params']:,} params, jax {row['jax_ms']:.1f} ms (min {row['jax_ms_min']:.1f}, "
+          f"first call {row['jax_compile_s']:.1f} s){versus}; load {row['load_average_after']:.1f}", flush=True)
+  print(format_table(results), flush=True)
+  if args.json:
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as f:
+      json.dump({"rows": results, "steps": steps, "environment": env}, f, indent=1)
+    print(f"wrote {args.json}", flush=True)
+  return results
+
+
+if __name__ == "__main__":
+  main()
