@@ -21,11 +21,12 @@ note, on unknown devices), the device's `peak_bytes_in_use` and the compiled pro
 Time: each group (one network in one precision) runs in its own process, so a group's
 `peak_bytes_in_use` is its own and an out-of-memory failure cannot poison the next one; a group
 is killed at its time cap (its finished rows are kept) and none starts after `--budget_s` (450 s
-by default; with start-up and the environment listing the suite ends within 8 minutes). Expected
-on one H100 (compilation dominates): ResNet50 ~60 s per precision (3 compiles of ~15 s, 10 timed
-steps each), VGG16 ~35 s per precision, the U-Net ~25 s per precision, StyleGAN2 ~100 s per
-precision (5 compiled phases, 5 timed calls each): about 6.5 minutes, the float32 StyleGAN2 group
-last and first to go if compilation is slower.
+by default; with start-up and the environment listing the suite ends within 8 minutes). Estimated
+for one H100 (not yet measured there; compilation dominates): ResNet50 ~60 s per precision (3
+compiles of ~15 s, 10 timed steps each), VGG16 ~35 s per precision, the U-Net ~25 s per
+precision, StyleGAN2 ~100 s per precision (5 compiled phases, 5 timed calls each): about 6.5
+minutes. The caps (80/50/40/140 s per group) bound each part; the float32 StyleGAN2 group runs
+last and is the first to be dropped if compilation is slower than estimated.
 """
 
 from __future__ import annotations
