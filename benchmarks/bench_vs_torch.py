@@ -29,17 +29,30 @@ Parameter counts (BatchNorm statistics and other buffers excluded) must be equal
 the row stops with an assertion otherwise. The table's params column is that count (G + D for
 the GANs).
 
-Fairness rules: torch uses `torch.set_num_threads(<CPUs this process may use>)` (XLA:CPU uses
-every such core by default), `channels_last` for every convnet (`--torch-format contiguous`
-to compare), fused AdamW/Adam (its fastest CPU optimizer), and `requires_grad` off for the
-frozen network of a GAN phase, as JAX differentiates only the trained one. Warm-up is
-excluded: two JAX calls (the first compiles) and two torch steps. Then `--steps` repeats
-alternate A/B and B/A order, and each side reports the median; ratio = torch ms / JAX ms
-(> 1: prepnet_jax is faster). The machines are shared: compare ratios from one invocation.
+Fairness rules: torch uses `torch.set_num_threads(<CPUs this process may use>)` (XLA:CPU sizes
+its pool the same way), `channels_last` for every convnet (`--torch-format contiguous` to
+compare), fused AdamW/Adam (its fastest CPU optimizer), and `requires_grad` off for the frozen
+network of a GAN phase, as JAX differentiates only the trained one. Warm-up is excluded: two JAX
+calls (the first compiles) and two torch steps. Then `--steps` repeats alternate A/B and B/A
+order, and each side reports the median; ratio = torch ms / JAX ms (> 1: prepnet_jax is
+faster). Each row also logs the min and the 1-minute load average: the machines are shared, so
+compare ratios from one invocation, and only rows whose load stayed near the CPU count.
 
-What was tried and what it gave (2 CPU cores, shared machine, jax 0.10.2, torch 2.13.0+cpu):
-- the first full default run, ratios per row: see the table in the commit that added this file;
-  the conv rewrite in prepnet_jax/models/conv.py was not yet used by the models.
+What was tried and what it gave (2 shared CPU cores, jax 0.10.2, torch 2.13.0+cpu, the working
+tree of 2026-12-06 with models/conv.py in use):
+- default rows, near idle (load 1.4-2.5, this run's own threads included): every ratio < 1.
+  ResNet18 224/16 0.42, 64/32 0.87; ResNet34 0.42; ResNet50 0.64; VGG16 0.45, VGG19 0.37;
+  VGG16/19-BN gap 0.37/0.36; VGG19-BN gap x0.125 48/32 0.71, x0.5 64/32 0.45; COVID-Net x0.125
+  0.81; U-Net AE 0.53; DCGAN 0.28; StyleGAN2 small 32/16 0.90.
+- the same rows while other jobs held both cores (load 5-7): ratios 0.38 to 36, torch's steps
+  spread up to 10x within a row. Its OpenMP threads stall when a core is taken (vgg19_bn_gap_w0.125
+  @48x32: 2.1 s with 2 threads, 43 ms with 1); XLA's pool degrades gracefully. Such runs say
+  nothing about the frameworks; OMP_WAIT_POLICY=PASSIVE is no cure (COVID-Net 25 -> 180 ms).
+- DCGAN: JAX G forward+backward (batch 32) 112 ms against torch's 10 ms, D 14 ms against 7:
+  the stride-2 transposed convolutions are an XLA:CPU slow case.
+- --torch-format contiguous: ResNet18 64/32 164 ms (channels_last 201); U-Net AE, DCGAN,
+  VGG19-BN x0.5 7-20 % slower. --torch-threads 1: 1.5-1.9x slower when idle. --jax-only times
+  equal the interleaved ones (the two thread pools do not disturb each other).
 """
 
 from __future__ import annotations
