@@ -53,6 +53,32 @@ tree of 2026-12-06 with models/conv.py in use):
 - --torch-format contiguous: ResNet18 64/32 164 ms (channels_last 201); U-Net AE, DCGAN,
   VGG19-BN x0.5 7-20 % slower. --torch-threads 1: 1.5-1.9x slower when idle. --jax-only times
   equal the interleaved ones (the two thread pools do not disturb each other).
+
+On the prepnet_jax side (each decided by this benchmark or benchmarks/bench_conv.py, idle cores):
+- kept: prepnet_jax/models/conv.py, the Conv every model uses, computes XLA:CPU's slow shapes as
+  patches x matrix (2x2-or-smaller outputs, 1x1 kernels, RGB inputs, strided convs with 64+
+  channels). ResNet18 64/32: ratio 0.11 -> 0.87 (the 2x2x512 conv: 262 -> 5 ms fwd+bwd);
+  ResNet18 224/16: 0.39 -> 0.42 (1.73 -> 1.61 s; stem 320 -> 190 ms, 1x1 shortcuts 18 -> 5 ms);
+  ResNet50 224/8: 0.64 (its 1x1 bottleneck convs: 467 -> 103 ms each at 56²).
+- what limits every row still below 1: the kernel gradient of stride-1 3x3 convolutions. XLA:CPU
+  computes it with Eigen GEMMs over a long contraction (N*H*W) at ~110 GF/s; torch's oneDNN
+  brgemm (AVX-512) reaches ~370 GF/s: 56², 64 -> 64, batch 16: 117 ms against 10 ms. Written
+  instead as 9 shifted matmuls (87 ms), patches^T x dy (99 ms), K-chunked batched matmuls
+  (145 ms) or a CHWN-layout convolution (186 ms): no formulation in jnp/lax is fast, and at
+  small channel counts (8-32, the 48-px PrepNet networks) the library call stays the best of them.
+  DCGAN's stride-2 transposed convolutions (lhs dilation) are the other slow case (G 112 ms vs 10).
+- tried without effect (kept out): XLA_FLAGS --xla_cpu_experimental_onednn_custom_call=true,
+  --xla_cpu_use_onednn=true with --xla_cpu_experimental_onednn_fusion_type=dot (plain dots go
+  through oneDNN brgemm, 177 -> 209 GF/s on 50176x576x64, convolutions unchanged: jaxlib 0.10.2
+  offers only dot/eltwise/reduce fusion types), the ynn/xnn fusion types dot and individual_dot,
+  --xla_cpu_use_xnnpack=true; NCHW/OIHW layouts for small-channel convs (no consistent gain);
+  --xla_backend_optimization_level=0 (compile no faster, steps 2x slower) and =1 (no gain);
+  bfloat16 dots on CPU (46 vs 54 GF/s: no AMX path); glibc malloc thresholds raised (fewer page
+  faults, VGG19-BN x0.125 48/32 within noise, 47-55 ms either way).
+- the main job (configs/prepnet.py): steps that differ only in an optimizer argument its schedule
+  ignores compile once (4 train steps no longer compile again for the up-sampled row; compile
+  time is 36 s over 226 compilations); grey images replicated to 3 channels are warped once by the
+  E_cov augmentation (half its input-pipeline time). 7 min 19 s -> 6 min 56 s.
 """
 
 from __future__ import annotations

@@ -10,11 +10,14 @@ table goes to stdout and reports/prepnet_table.md, the before/after grids, inten
 histograms and the fresh dataset-origin classifier to reports/<row>/. One seed here;
 configs/prepnet_experiment.py runs the rows over 3 seeds (mean ± std).
 Small networks at 48×48, 130 patients per site, E_cov trained 8 epochs with flips/affine
-augmentation. Measured on 2 idle CPU cores: 7 min 19 s wall (2.9 GB peak RSS). Seed 0: Original
-Within 0.728 / Cross 0.605; Auto-encoder Within −3.2 pp, Cross −2.6 pp; PrepNet Within −1.6 pp,
-Cross +3.3 pp; PrepNet + up-sampling + grayscaling Within +7.9 pp, Cross +2.5 pp (one seed: no
-spread estimate). The 3-seed table is in README.md. The faithful
-224×224 VGG16/VGG19 setting is configs/prepnet_thesis.py.
+augmentation. Measured on 2 idle CPU cores: 6 min 56 s wall (compiling 36 s of it). Seed 0:
+Original Within 0.770 / Cross 0.609; Auto-encoder Within −3.5 pp, Cross −0.5 pp; PrepNet Within
+−3.4 pp, Cross +2.8 pp; PrepNet + up-sampling + grayscaling Within −11.0 pp, Cross +3.7 pp (one
+seed: no spread estimate). Before models/conv.py the same run gave 0.728 / 0.605, −3.2 / −2.6,
+−1.6 / +3.3, +7.9 / +2.5 in 7 min 19 s: the conv computes the same products summed in another
+order (first step's loss equal within 3e-7), and such rounding differences grow through training like
+any change of CPU or thread count would, so one seed's deltas move by several pp. The 3-seed
+table is in README.md. The faithful 224×224 VGG16/VGG19 setting is configs/prepnet_thesis.py.
 The run directory is servable as one CT model — a row's AE, then the E_cov trained on its output,
 calibrated on that site's validation split (rows/<row>/seed_<s>/e_cov/<site>/reports/):
   python main.py --config=configs/predict.py --workdir=runs/predict_prepnet \

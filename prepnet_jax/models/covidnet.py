@@ -40,12 +40,12 @@ class PEPX(nn.Module):
     n_in = x.shape[-1]
     half, three_quarters = max(1, n_in // 2), max(1, 3 * n_in // 4)
     conv1x1 = lambda width, name: Conv(width, (1, 1), kernel_init=torch_default_init,
-                                          dtype=self.dtype, name=name)
+                                       dtype=self.dtype, name=name)
     x = conv1x1(half, "project_in")(x)
     x = conv1x1(three_quarters, "expand")(x)
     x = Conv(three_quarters, (3, 3), padding=((1, 1), (1, 1)),
-                feature_group_count=three_quarters, kernel_init=torch_default_init,
-                dtype=self.dtype, name="depthwise")(x)
+             feature_group_count=three_quarters, kernel_init=torch_default_init,
+             dtype=self.dtype, name="depthwise")(x)
     x = conv1x1(half, "project_out")(x)
     return conv1x1(self.features, "extend")(x)
 
@@ -60,7 +60,7 @@ class COVIDNetFeatures(nn.Module):
   def __call__(self, x):
     width = lambda c: scaled(c, self.width_multiplier)
     conv = lambda c, kernel, name, **kw: Conv(c, kernel, kernel_init=torch_default_init,
-                                                 dtype=self.dtype, name=name, **kw)
+                                              dtype=self.dtype, name=name, **kw)
     x = conv(width(64), (7, 7), "conv1_7x7", strides=(2, 2), padding=((3, 3), (3, 3)))(x)
     stage_input = max_pool2(nn.relu(x))
     shortcut = conv(width(STAGE_WIDTHS[0]), (1, 1), "conv1_1x1")(stage_input)

@@ -42,8 +42,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from prepnet_jax.models.conv import Conv
 from prepnet_jax.models import pretrained
+from prepnet_jax.models.conv import Conv
 
 VARIANTS = ("fid", "keras")
 FID_NUM_CLASSES = 1008
@@ -86,7 +86,7 @@ class BasicConv(nn.Module):
   def __call__(self, x):
     padding = [(k // 2, k // 2) for k in self.kernel] if self.same else "VALID"
     x = Conv(self.features, self.kernel, (self.strides, self.strides), padding=padding,
-                use_bias=False, name="conv")(x)
+             use_bias=False, name="conv")(x)
     x = nn.BatchNorm(use_running_average=True, epsilon=BN_EPSILON, name="bn")(x)
     return nn.relu(x)
 

@@ -34,7 +34,7 @@ def conv_bn(x, features, kernel, strides, train, prefix, layout, bn_momentum, dt
   """Conv + BatchNorm with the layout's bias and epsilon; call inside a compact method."""
   keras = layout == "keras"
   x = Conv(features, (kernel, kernel), strides=(strides, strides), padding=_padding(kernel),
-              use_bias=keras, kernel_init=conv_init, dtype=dtype, name=f"{prefix}_conv")(x)
+           use_bias=keras, kernel_init=conv_init, dtype=dtype, name=f"{prefix}_conv")(x)
   return nn.BatchNorm(use_running_average=not train, momentum=bn_momentum,
                       epsilon=1.001e-5 if keras else 1e-5, dtype=dtype, name=f"{prefix}_bn")(x)
 

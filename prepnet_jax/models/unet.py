@@ -38,7 +38,7 @@ class ConvBNReLU(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     x = Conv(self.features, (3, 3), padding=((1, 1), (1, 1)), kernel_init=conv_init,
-                dtype=self.dtype, name="conv")(x)
+             dtype=self.dtype, name="conv")(x)
     x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5,
                      dtype=self.dtype, name="bn")(x)
     return nn.relu(x)

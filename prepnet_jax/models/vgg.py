@@ -61,7 +61,7 @@ def conv3x3_bn_relu(x, width: int, name: str, *, train: bool, batch_norm: bool =
   The VGG and small-CNN backbones share it, so their parameter names stay the Keras ones.
   """
   x = Conv(width, (3, 3), padding=((1, 1), (1, 1)), use_bias=use_bias, kernel_init=conv_init,
-              dtype=dtype, name=name)(x)
+           dtype=dtype, name=name)(x)
   if batch_norm:
     x = nn.BatchNorm(use_running_average=not train, momentum=bn_momentum, epsilon=1e-5,
                      dtype=dtype, name=f"{name}_bn")(x)
