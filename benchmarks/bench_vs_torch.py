@@ -5,6 +5,7 @@
   python benchmarks/bench_vs_torch.py --quick                            # three small rows
   python benchmarks/bench_vs_torch.py --rows resnet18@224x16,unet_ae@48x32 --steps 9
   python benchmarks/bench_vs_torch.py --jax-only                         # without torch
+  python benchmarks/bench_vs_torch.py --library-conv   # every conv through lax: before models/conv.py
 
 A row is `<network>@<size>x<batch>`; networks: resnet18|34|50, vgg16|19[_bn][_gap] (`_gap`: the
 project's global-average-pool head, dropout 0.2 as PrepNet; otherwise torchvision's head,
@@ -66,7 +67,13 @@ On the prepnet_jax side (each decided by this benchmark or benchmarks/bench_conv
   instead as 9 shifted matmuls (87 ms), patches^T x dy (99 ms), K-chunked batched matmuls
   (145 ms) or a CHWN-layout convolution (186 ms): no formulation in jnp/lax is fast, and at
   small channel counts (8-32, the 48-px PrepNet networks) the library call stays the best of them.
-  DCGAN's stride-2 transposed convolutions (lhs dilation) are the other slow case (G 112 ms vs 10).
+  DCGAN's stride-2 transposed convolutions (lhs dilation) were the other slow case (G 112 ms vs
+  10): computed as one small convolution per output phase (models/conv.py `subpixel_conv`), the
+  DCGAN G + D step went 147 -> 72 ms, ratio 0.28 -> 0.56.
+- before/after in one sitting (`--library-conv` = before; steps 9, idle): ResNet18 64/32 1872 ->
+  228 ms (0.10 -> 0.87), ResNet50 224/8 3752 -> 1528 ms (0.25 -> 0.61), ResNet18 224/16 1588 ->
+  1553 ms (0.40 -> 0.44), VGG19-BN x0.125 48/32 56 -> 56 ms (0.61-0.67 both: its convs stay on the
+  library path).
 - tried without effect (kept out): XLA_FLAGS --xla_cpu_experimental_onednn_custom_call=true,
   --xla_cpu_use_onednn=true with --xla_cpu_experimental_onednn_fusion_type=dot (plain dots go
   through oneDNN brgemm, 177 -> 209 GF/s on 50176x576x64, convolutions unchanged: jaxlib 0.10.2
@@ -99,6 +106,7 @@ import optax  # noqa: E402
 
 from benchmarks import bench_vs_torch_pairs as pairs  # noqa: E402
 from benchmarks.bench_vs_torch_pairs import count, make_pair, torch_count  # noqa: E402
+from prepnet_jax.models import conv  # noqa: E402
 from prepnet_jax.runtime import jax_settings, sharding  # noqa: E402
 
 torch = pairs.torch  # None without PyTorch: --jax-only, or the install message
@@ -201,12 +209,17 @@ def main(argv=None) -> list[dict]:
   parser.add_argument("--torch-format", default="channels_last", choices=("channels_last", "contiguous"))
   parser.add_argument("--torch-threads", type=int, default=None,
                       help="torch.set_num_threads (default: the CPUs this process may use)")
+  parser.add_argument("--library-conv", action="store_true",
+                      help="route every convolution to lax.conv_general_dilated (the 'before' of "
+                           "prepnet_jax/models/conv.py)")
   args = parser.parse_args(argv)
   if torch is None and not args.jax_only:
     print(f"PyTorch is not installed: install the benchmark dependencies with `{INSTALL_HINT}`, "
           "or run with --jax-only", flush=True)
     sys.exit(2)
   jax_settings.configure()
+  if args.library_conv:
+    conv.uses_patches = lambda *unused: False
   rows = args.rows.split(",") if args.rows else list(QUICK_ROWS if args.quick else DEFAULT_ROWS)
   steps = args.steps or (2 if args.quick else 5)
   memory_format = None

@@ -1,4 +1,4 @@
-"""The project's Conv equals flax's nn.Conv (values and gradients) for the shapes the models use."""
+"""The project's Conv / ConvTranspose equal flax's (values and gradients) for the shapes the models use."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax import lax
 
 from prepnet_jax.models import conv
 
@@ -28,28 +29,28 @@ SHAPES = [
 ]
 
 
-def _models(features, kernel, strides, padding):
-  kwargs = dict(features=features, kernel_size=kernel, strides=strides, padding=padding)
-  return nn.Conv(**kwargs), conv.Conv(**kwargs)
-
-
-@pytest.mark.parametrize("shape,features,kernel,strides,padding,used_by", SHAPES,
-                         ids=[s[-1] for s in SHAPES])
-def test_values_and_gradients_equal_nn_conv(shape, features, kernel, strides, padding, used_by):
-  x = jax.random.normal(jax.random.key(1), shape)
-  reference, ours = _models(features, kernel, strides, padding)
+def _assert_layers_agree(reference, ours, x):
+  """Same initial parameters; then, with random (also bias) parameters, the same values and the
+  same gradients for parameters and input, to float32 rounding."""
   variables = reference.init(jax.random.key(0), x)
-  # Random bias too (nn.Conv starts it at zero, which would hide a bias mistake).
+  assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.all(a == b)), variables, ours.init(jax.random.key(0), x)))
+  # Random bias too (flax starts it at zero, which would hide a bias mistake).
   variables = jax.tree.map(lambda v: v + 0.1 * jax.random.normal(jax.random.key(2), v.shape), variables)
   y_ref, y = reference.apply(variables, x), ours.apply(variables, x)
   assert y.shape == y_ref.shape
   np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5 * float(jnp.abs(y_ref).max()))
-
   cotangent = jax.random.normal(jax.random.key(3), y_ref.shape)
   def grads(model):
     return jax.grad(lambda v, x: jnp.sum(model.apply(v, x) * cotangent), argnums=(0, 1))(variables, x)
   for g, g_ref in zip(jax.tree.leaves(grads(ours)), jax.tree.leaves(grads(reference))):
     np.testing.assert_allclose(g, g_ref, rtol=1e-5, atol=1e-5 * float(jnp.abs(g_ref).max()))
+
+
+@pytest.mark.parametrize("shape,features,kernel,strides,padding,used_by", SHAPES,
+                         ids=[s[-1] for s in SHAPES])
+def test_values_and_gradients_equal_nn_conv(shape, features, kernel, strides, padding, used_by):
+  kwargs = dict(features=features, kernel_size=kernel, strides=strides, padding=padding)
+  _assert_layers_agree(nn.Conv(**kwargs), conv.Conv(**kwargs), jax.random.normal(jax.random.key(1), shape))
 
 
 @pytest.mark.parametrize("shape,kernel,strides,expected", [
@@ -73,9 +74,47 @@ def test_the_router_sends_the_slow_shapes_through_patches(shape, kernel, strides
   assert bool(calls) == expected
 
 
-def test_dilation_groups_and_transposed_convs_fall_through_to_the_library():
+def test_dilation_and_groups_fall_through_to_the_library():
   x = jax.random.normal(jax.random.key(0), (1, 6, 6, 4))
-  for kwargs in (dict(kernel_dilation=(2, 2)), dict(feature_group_count=4), dict(input_dilation=(2, 2))):
+  for kwargs in (dict(kernel_dilation=(2, 2)), dict(feature_group_count=4)):
     reference, ours = (cls(4, (3, 3), padding=((1, 1), (1, 1)), **kwargs) for cls in (nn.Conv, conv.Conv))
     v = reference.init(jax.random.key(1), x)
     np.testing.assert_array_equal(ours.apply(v, x), reference.apply(v, x))
+
+
+def test_an_input_dilated_conv_takes_the_sub_pixel_path():
+  x = jax.random.normal(jax.random.key(0), (1, 6, 6, 4))
+  reference, ours = (cls(4, (3, 3), padding=((1, 1), (1, 1)), input_dilation=(2, 2)) for cls in (nn.Conv, conv.Conv))
+  v = reference.init(jax.random.key(1), x)
+  y_ref = reference.apply(v, x)
+  np.testing.assert_allclose(ours.apply(v, x), y_ref, rtol=1e-5, atol=1e-5 * float(jnp.abs(y_ref).max()))
+
+
+TRANSPOSED = [
+    ((2, 4, 4, 8), 6, (4, 4), (2, 2), "SAME", "DCGAN generator / U-Net 'transpose' mode"),
+    ((2, 1, 1, 8), 6, (4, 4), (1, 1), "VALID", "DCGAN generator's first layer (1x1 -> 4x4)"),
+    ((2, 5, 5, 3), 4, (3, 3), (2, 2), "SAME", "VAE decoder (odd kernel)"),
+    ((2, 5, 6, 3), 4, (3, 3), (2, 2), "VALID", "VALID, non-square input"),
+    ((2, 3, 3, 4), 4, (3, 3), (3, 3), "SAME", "stride 3"),
+    ((2, 4, 4, 8), 6, (4, 4), (2, 2), ((2, 1), (0, 3)), "explicit asymmetric padding"),
+]
+
+
+@pytest.mark.parametrize("shape,features,kernel,strides,padding,used_by", TRANSPOSED,
+                         ids=[s[-1] for s in TRANSPOSED])
+def test_conv_transpose_equals_nn_conv_transpose(shape, features, kernel, strides, padding, used_by):
+  """The sub-pixel rewrite (one small convolution per output phase) is the same transposed conv."""
+  kwargs = dict(features=features, kernel_size=kernel, strides=strides, padding=padding)
+  _assert_layers_agree(nn.ConvTranspose(**kwargs), conv.ConvTranspose(**kwargs),
+                       jax.random.normal(jax.random.key(1), shape))
+
+
+def test_negative_padding_crops_exactly():
+  """XLA:CPU's convolution returns garbage for some negative paddings; the router crops instead."""
+  x = jax.random.normal(jax.random.key(1), (2, 4, 4, 8))
+  w = jax.random.normal(jax.random.key(2), (2, 2, 8, 6))
+  for pads in (((0, 0), (-1, 1)), ((-1, 2), (1, -1))):
+    cropped = lax.pad(x, 0.0, ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
+    expected = lax.conv_general_dilated(cropped, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    got = conv.conv_general_dilated(x, w, (1, 1), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)

@@ -26,7 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from prepnet_jax.models.conv import Conv
+from prepnet_jax.models.conv import Conv, ConvTranspose
 from prepnet_jax.models.vgg import scaled
 
 # kind → (generator, discriminator, loss); the training loop reads the loss.
@@ -239,7 +239,7 @@ class DCGANGenerator(nn.Module):
     n = num_doublings(self.image_size, 4)
     bn = lambda: nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
                               epsilon=self.bn_epsilon, scale_init=dcgan_scale_init, dtype=self.dtype)
-    conv_t = lambda features, stride, padding: nn.ConvTranspose(
+    conv_t = lambda features, stride, padding: ConvTranspose(
         features, (4, 4), strides=(stride, stride), padding=padding, use_bias=False,
         kernel_init=dcgan_kernel_init, dtype=self.dtype)
     x = z.reshape(z.shape[0], 1, 1, z.shape[-1])

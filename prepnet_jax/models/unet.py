@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from prepnet_jax.models.conv import Conv
+from prepnet_jax.models.conv import Conv, ConvTranspose
 from prepnet_jax.models.vgg import VGG_BLOCK_SIZES, VGGFeatures, conv_init, max_pool2, scaled
 
 UPSAMPLE_MODES = ("bilinear", "nearest", "transpose")
@@ -57,8 +57,8 @@ class DecoderBlock(nn.Module):
   def __call__(self, x, train: bool):
     x = ConvBNReLU(self.mid_features, self.bn_momentum, self.dtype, name="conv1")(x, train)
     if self.upsample == "transpose":
-      x = nn.ConvTranspose(self.out_features, (4, 4), strides=(2, 2), padding="SAME",
-                           kernel_init=conv_init, dtype=self.dtype, name="deconv")(x)
+      x = ConvTranspose(self.out_features, (4, 4), strides=(2, 2), padding="SAME",
+                       kernel_init=conv_init, dtype=self.dtype, name="deconv")(x)
       return nn.relu(x)
     x = ConvBNReLU(self.out_features, self.bn_momentum, self.dtype, name="conv2")(x, train)
     if self.upsample == "nearest":

@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from prepnet_jax.models.conv import Conv
+from prepnet_jax.models.conv import Conv, ConvTranspose
 from prepnet_jax.models.vgg import scaled
 
 VAE_KINDS = ("vae_fc", "vae_conv")
@@ -98,9 +98,9 @@ class ConvVAE(nn.Module):
     self.enc_logvar = nn.Dense(self.latent_dim, dtype=dtype)
     self.dec_in = nn.Dense(self.base_size ** 2 * self.filters[-1], dtype=dtype)
     up_filters = tuple(reversed(self.filters[:-1]))
-    self.dec_convs = [nn.ConvTranspose(f, k, strides=(2, 2), padding="SAME", dtype=dtype) for f in up_filters]
+    self.dec_convs = [ConvTranspose(f, k, strides=(2, 2), padding="SAME", dtype=dtype) for f in up_filters]
     self.dec_norms = [nn.BatchNorm(dtype=dtype) for _ in up_filters]
-    self.dec_out = nn.ConvTranspose(self.channels, k, strides=(2, 2), padding="SAME", dtype=dtype)
+    self.dec_out = ConvTranspose(self.channels, k, strides=(2, 2), padding="SAME", dtype=dtype)
 
   def encode(self, images, train: bool = True):
     x = images
