@@ -139,7 +139,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     pads = [tuple(p) for p in padding]
   if any(p < 0 for pair in pads for p in pair):
     # Negative padding crops. XLA:CPU's convolution returns garbage for some negative paddings
-    # (jaxlib 0.10.2: 3x3 input, 2x2 kernel, padding ((0, 0), (-1, 1))), so crop explicitly.
+    # (jaxlib 0.10.2: 3x3 input, 2x2 kernel, padding ((0, 0), (-1, 1))), so crop explicitly
+    # (`library` reads lhs and padding when it is called: it gets the cropped ones too).
     start = [max(0, -lo) for lo, _ in pads]
     stop = [lhs.shape[1 + a] - max(0, -pads[a][1]) for a in (0, 1)]
     lhs = lax.slice(lhs, (0, start[0], start[1], 0), (lhs.shape[0], stop[0], stop[1], lhs.shape[3]))
