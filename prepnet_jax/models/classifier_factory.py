@@ -54,8 +54,10 @@ def create_classifier_state(config, model, rng, steps_per_epoch: int, total_step
   """Initialised state (or local pretrained weights) with the optimizer of `config.optim`."""
   size, channels = int(config.preprocess.image_size), int(config.preprocess.channels)
   sample = jnp.zeros((1, size, size, channels), jnp.float32)
-  # Only cosine / one-cycle schedules depend on the total length: other runs of any length share one optimizer.
+  # Only cosine / one-cycle schedules depend on the total length, and only epoch-counting ones on the
+  # epoch length: other runs of any length share one optimizer (and its compiled steps).
   total = total_steps if config.optim.schedule in optimizers.TOTAL_STEP_SCHEDULES else 0
+  steps_per_epoch = optimizers.schedule_steps_per_epoch(config.optim, steps_per_epoch)
   try:
     tx = compile_cache.build_once(_optimizer, model, sample.shape, bool(config.model.freeze_backbone),
                                   config.optim, steps_per_epoch, total)
