@@ -18,6 +18,13 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard events and reports.")
 config_flags.DEFINE_config_file("config", None, "ml-collections config file.", lock_config=True)
 flags.mark_flags_as_required(["config", "workdir"])
+# Several processes/hosts (jax.distributed.initialize's own argument names). --distributed alone
+# lets JAX detect them (TPU pods, SLURM, Open MPI, Kubernetes); any of the others implies it.
+flags.DEFINE_bool("distributed", False, "Initialise jax.distributed (cluster auto-detection).")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0's coordinator service.")
+flags.DEFINE_integer("num_processes", None, "Number of processes (hosts) in the job.")
+flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes - 1.")
+flags.DEFINE_list("local_device_ids", None, "Devices of this host this process uses (default: all).")
 
 
 class _QuietOrbax(std_logging.Filter):
@@ -40,6 +47,10 @@ def main(argv):
   import jax
 
   from prepnet_jax.runtime import jax_settings
+  if FLAGS.distributed or FLAGS.coordinator_address or FLAGS.num_processes or FLAGS.process_id is not None:
+    jax_settings.initialize_distributed(
+        FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+        [int(i) for i in FLAGS.local_device_ids] if FLAGS.local_device_ids else None)
   jax_settings.configure()
   runner = tasks.get_runner(config.task)  # fail fast on an unknown task, before any work
   logging.info("JAX process %d/%d, local devices: %s", jax.process_index(), jax.process_count(),

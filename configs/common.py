@@ -6,7 +6,8 @@ One vocabulary everywhere:
   a tuple of them, one per site), `data.train_split` — which split of it (default 'train'),
   `data.eval` — the datasets every evaluation table covers. Phantom/TFDS/download fields sit
   beside them (`phantom_backend`, `phantom_seed`, `phantom_overrides`, `tfds_dir`,
-  `manual_dir`, `on_corrupt`).
+  `manual_dir`, `on_corrupt`) and the input pipeline's (`read_threads`, `worker_processes`,
+  `prefetch_batches`, `cache_mb`).
 - `preprocess.*` — size, channels, grayscale, equalisation, value range, CT window, resizing,
   classical augmentation.
 - `batch_size`, `num_epochs` or `num_steps`, `log_every_steps`, `seed` at the top level, and
@@ -64,6 +65,15 @@ def data(train, eval_: Sequence[str] = (), **fields) -> ml_collections.ConfigDic
   d.tfds_dir = ""                   # '' = ~/tensorflow_datasets
   d.manual_dir = ""                 # root of the user's downloads of the real datasets
   d.on_corrupt = "skip"             # 'skip' (counted, reported) or 'error'
+  # The input pipeline (data/pipeline.py): examples are read, decoded and preprocessed one by one
+  # in `read_threads` threads (in each of `worker_processes` processes; 0 = this process), and
+  # `prefetch_batches` batches wait ready. Preprocessed examples are kept in memory only when
+  # they fit in `cache_mb` MB (small data: no decoding after the first pass); larger data streams,
+  # so memory does not grow with the dataset.
+  d.read_threads = 2
+  d.worker_processes = 0
+  d.prefetch_batches = 4
+  d.cache_mb = 256
   d.update(fields)
   return d
 

@@ -56,3 +56,37 @@ def assert_close(actual, reference):
   scale = float(np.abs(reference).max())
   assert scale > 0
   np.testing.assert_allclose(np.asarray(actual), reference, rtol=1e-4, atol=1e-4 * scale)
+
+
+def run_main(config_path: str, workdir, *overrides, devices: int = 1, processes: int = 1,
+             timeout: int = 600) -> list:
+  """Runs `main.py` as `processes` local processes (jax.distributed over a free local port, gloo
+  collectives), each with `devices` forced CPU devices; returns their CompletedProcess-like
+  results (returncode, stdout with stderr) in process order."""
+  import socket
+  import subprocess
+  import sys
+  env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3",
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  cmd = [sys.executable, os.path.join(REPO, "main.py"), f"--config={config_path}", f"--workdir={workdir}",
+         *overrides]
+  if processes > 1:
+    with socket.socket() as s:
+      s.bind(("127.0.0.1", 0))
+      port = s.getsockname()[1]
+    cmds = [cmd + [f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={processes}",
+                   f"--process_id={i}"] for i in range(processes)]
+  else:
+    cmds = [cmd]
+  procs = [subprocess.Popen(c, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           for c in cmds]
+  results = []
+  for p in procs:
+    try:
+      out, _ = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+      for q in procs:
+        q.kill()
+      raise
+    results.append(subprocess.CompletedProcess(p.args, p.returncode, out, ""))
+  return results

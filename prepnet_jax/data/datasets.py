@@ -18,6 +18,7 @@ import functools
 import os
 from typing import Any
 
+import jax
 import numpy as np
 from absl import logging
 
@@ -59,30 +60,76 @@ def _tfds_source(name: str, split: str, data_dir: str, manual_dir: str | None, c
   from prepnet_jax.data import ct_datasets, cxr_datasets  # noqa: F401  (registers the builders)
   full = f"{name}/{config}" if config else name
   builder = tfds.builder(full, data_dir=data_dir)
-  if not builder.is_prepared():
-    logging.info("preparing %s into %s from manual_dir=%s", full, data_dir, manual_dir)
-    builder.download_and_prepare(
-        file_format="array_record",
-        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
-  return TextDecodedSource(builder.as_data_source(split=split))
+
+  def prepare():
+    if not builder.is_prepared():
+      logging.info("preparing %s into %s from manual_dir=%s", full, data_dir, manual_dir)
+      builder.download_and_prepare(
+          file_format="array_record",
+          download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+
+  first_process_first(prepare, f"prepare {full}")
+  # Labels, domains and patient ids are read from records whose images stay encoded.
+  images = {k: tfds.decode.SkipDecoding() for k, f in builder.info.features.items() if len(f.shape) >= 2}
+  return TextDecodedSource(builder.as_data_source(split=split),
+                           builder.as_data_source(split=split, decoders=images))
+
+
+def first_process_first(prepare, name: str) -> None:
+  """Runs an idempotent preparation (writing a TFDS dataset) on process 0, then on the others.
+
+  On a shared filesystem the others find it done; on per-host disks each host prepares its own
+  copy. Never two processes writing the same files at once.
+  """
+  if jax.process_count() == 1:
+    prepare()
+    return
+  from jax.experimental import multihost_utils
+  if jax.process_index() == 0:
+    prepare()
+  multihost_utils.sync_global_devices(name)
+  if jax.process_index() != 0:
+    prepare()
 
 
 class TextDecodedSource:
-  """TFDS data sources return text features as bytes; examples here carry str (patient ids)."""
+  """A TFDS data source whose text features come as str (patient ids), not bytes.
 
-  def __init__(self, source):
-    self.source = source
+  `column(key)` reads one field of every example from `undecoded` (the same records with their
+  images left encoded), so labels and domains never cost an image decode; read columns are kept.
+  """
+
+  def __init__(self, source, undecoded=None):
+    self.source, self.undecoded = source, undecoded if undecoded is not None else source
+    self._columns: dict[str, np.ndarray] = {}
 
   def __len__(self) -> int:
     return len(self.source)
 
   def __getitem__(self, i: int) -> dict:
-    example = dict(self.source[i])
-    for key, value in example.items():
-      if isinstance(value, bytes):
-        example[key] = value.decode("utf-8")
-    example.setdefault("domain", np.int32(0))
-    return example
+    return _text_as_str(dict(self.source[i]))
+
+  def column(self, key: str) -> np.ndarray:
+    if key not in self._columns:
+      values = [_text_as_str(dict(self.undecoded[i]))[key] for i in range(len(self.undecoded))]
+      self._columns[key] = np.asarray(values, dtype=object if values and isinstance(values[0], str) else None)
+    return self._columns[key]
+
+
+def _text_as_str(example: dict) -> dict:
+  for key, value in example.items():
+    if isinstance(value, bytes):
+      example[key] = value.decode("utf-8")
+  example.setdefault("domain", np.int32(0))
+  return example
+
+
+@functools.lru_cache(maxsize=8)
+def _image_folder(root: str, on_corrupt: str):
+  """One index per folder and run: building it checks every file, and each split, evaluation and
+  report asks for the folder again."""
+  from prepnet_jax.data.image_folder import ImageFolderSource
+  return ImageFolderSource(root, on_corrupt=on_corrupt)
 
 
 def get_source(ref: str, split: str, data_cfg: Any = None):
@@ -101,7 +148,7 @@ def get_source(ref: str, split: str, data_cfg: Any = None):
     if backend != "tfds":
       raise ValueError(f"data.phantom_backend must be 'memory' or 'tfds', got {backend!r}")
     from prepnet_jax.data import phantom
-    phantom.prepare_tfds(tfds_dir, configs=(modality,))
+    first_process_first(lambda: phantom.prepare_tfds(tfds_dir, configs=(modality,)), f"phantom {modality}")
     parts = splits.SPLITS if split == "all" else (split,)
     sources = [_tfds_source("chest_phantom", f"{site}_{p}", tfds_dir, None, config=modality) for p in parts]
     if len(sources) == 1:
@@ -109,9 +156,7 @@ def get_source(ref: str, split: str, data_cfg: Any = None):
     domain = int(phantom.CT_SITES.index(site) if modality == "ct" else phantom.CXR_SITES.index(site))
     return pipeline.ConcatSource(sources, domains=[domain] * len(sources))
   if ref.startswith("folder:"):
-    from prepnet_jax.data.image_folder import ImageFolderSource
-    root = ref[len("folder:"):]
-    source = ImageFolderSource(root, on_corrupt=get("on_corrupt", "skip"))
+    source = _image_folder(os.path.abspath(ref[len("folder:"):]), get("on_corrupt", "skip"))
     patients = [str(p) for p in source.column("patient")]
     keep = np.flatnonzero(splits.patient_split(patients, seed=0) == split)
     return pipeline.SubsetSource(source, keep)

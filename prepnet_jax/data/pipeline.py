@@ -9,12 +9,14 @@ produced whatever the number of devices. Each process keeps its own slice of the
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Callable, Iterator, Sequence
 
 import grain
 import jax
 import numpy as np
+from absl import flags
 
 Example = dict[str, Any]
 Preprocess = Callable[[Example, np.random.Generator], Example]
@@ -105,14 +107,33 @@ class ConcatSource:
 
 
 def materialize(source, preprocess: Preprocess, seed: int = 0) -> ArraySource:
-  """Applies a deterministic preprocessing once and keeps the results in memory.
-
-  Used when no augmentation is on: later epochs then cost no decoding or resizing.
-  """
+  """Applies a deterministic preprocessing once and keeps the results in memory."""
   rows = [preprocess(dict(source[i]), np.random.default_rng([seed, i])) for i in range(len(source))]
   if not rows:
     raise ValueError("cannot materialize an empty source")
   return ArraySource(collate(rows))
+
+
+def cache_if_small(source, preprocess: Preprocess, cache_mb: float, seed: int = 0):
+  """(source, preprocess) a loader reads from: the preprocessed examples in memory (and an identity
+  preprocess) when they fit in `cache_mb` MB, else `source` as is, preprocessed on every read.
+
+  Small data then costs no decoding or resizing after the first pass; large data streams, so
+  memory is bounded by the loader's buffers instead of growing with the dataset. `preprocess`
+  must be deterministic (the evaluation preprocessing).
+  """
+  if not len(source):
+    raise ValueError("cannot read an empty source")
+  first = preprocess(dict(source[0]), np.random.default_rng([seed, 0]))
+  per_example = sum(np.asarray(v).nbytes for v in first.values() if not isinstance(v, (str, bytes)))
+  if per_example * len(source) <= cache_mb * 2**20:
+    return materialize(source, preprocess, seed), identity
+  return source, preprocess
+
+
+def identity(example: Example, rng: np.random.Generator) -> Example:
+  """The preprocessing of already preprocessed examples."""
+  return example
 
 
 def collate(rows: Sequence[Example]) -> dict[str, np.ndarray]:
@@ -145,32 +166,55 @@ class _IndexStream:
     return np.asarray([self._epoch(p // n)[p % n] for p in range(start, start + count)], np.int64)
 
 
-class _BatchIndexSource:
-  """Random-access batch index → example indices of this process's share of the batch."""
+class _GlobalBatches:
+  """Batch index → the example indices of the whole (global) batch, the same for every process."""
 
-  def __init__(self, streams: list[tuple[_IndexStream, int]], process_index: int, process_count: int):
+  def __init__(self, streams: list[tuple[_IndexStream, int]]):
     self.streams = streams  # (stream, examples per batch from it)
     self.batch_size = sum(k for _, k in streams)
-    if self.batch_size % process_count:
-      raise ValueError(f"global batch {self.batch_size} not divisible by {process_count} processes")
-    self.local = self.batch_size // process_count
-    self.process_index = process_index
 
-  def __len__(self) -> int:
-    return 2**62  # endless: epochs are counted by the caller
-
+  @functools.lru_cache(maxsize=64)  # the examples of one batch ask for it one after another
   def __getitem__(self, b: int) -> np.ndarray:
-    parts = [stream.take(b * k, k) for stream, k in self.streams]
-    idx = np.concatenate(parts)
-    return idx[self.process_index * self.local:(self.process_index + 1) * self.local]
+    return np.concatenate([stream.take(b * k, k) for stream, k in self.streams])
+
+
+def process_slice(global_batch_size: int) -> tuple[int, int]:
+  """(first slot, number of slots) of this process's share of every global batch."""
+  count = jax.process_count()
+  if global_batch_size % count:
+    raise ValueError(f"global batch {global_batch_size} not divisible by {count} processes")
+  local = global_batch_size // count
+  return jax.process_index() * local, local
+
+
+_ENDLESS = 2**40  # batches of a training stream: epochs are counted by the caller
+
+
+class _TrainExample:
+  """Local position → one preprocessed example of a training batch (a class so it pickles into
+  grain worker processes). Augmentation randomness is seeded by (seed, batch, global slot), so a
+  batch is the same whatever the number of processes and workers."""
+
+  def __init__(self, source, preprocess: Preprocess, batches: _GlobalBatches, seed: int,
+               first: int, local: int):
+    self.source, self.preprocess, self.batches, self.seed = source, preprocess, batches, seed
+    self.first, self.local = first, local
+
+  def __call__(self, position: int) -> Example:
+    b, slot = divmod(int(position), self.local)
+    slot += self.first
+    example = self.source[int(self.batches[b][slot])]
+    return self.preprocess(dict(example), np.random.default_rng([self.seed, b, slot]))
 
 
 def train_dataset(source, preprocess: Preprocess, batch_size: int, seed: int, *,
-                  balance: tuple[str, int, float] | None = None, shuffle: bool = True) -> grain.MapDataset:
-  """Endless grain MapDataset of training batches, random access by step.
+                  balance: tuple[str, int, float] | None = None, shuffle: bool = True) -> BatchedDataset:
+  """Endless dataset of this process's training batches (`make_iterator` reads it).
 
-  balance=(key, value, fraction): a fixed `fraction` of every batch has `key == value`
-  (e.g. ~30 % COVID per batch, seed 002); the rest is drawn from the other examples.
+  Each element is read and preprocessed on its own (in grain's read threads or worker processes);
+  nothing but the source's own storage is held. balance=(key, value, fraction): a fixed
+  `fraction` of every batch has `key == value` (e.g. ~30 % COVID per batch, seed 002); the rest
+  is drawn from the other examples.
   """
   n = len(source)
   if n < batch_size and balance is None:
@@ -185,37 +229,101 @@ def train_dataset(source, preprocess: Preprocess, batch_size: int, seed: int, *,
     k = max(1, int(round(fraction * batch_size)))
     streams = [(_IndexStream(np.flatnonzero(hit), seed, shuffle), k),
                (_IndexStream(np.flatnonzero(~hit), seed + 1, shuffle), batch_size - k)]
-  index = _BatchIndexSource(streams, jax.process_index(), jax.process_count())
-
-  def load(b_and_idx):
-    b, idx = b_and_idx
-    rows = [preprocess(dict(source[int(i)]), np.random.default_rng([seed, b, slot]))
-            for slot, i in enumerate(idx)]
-    return collate(rows)
-
-  return grain.MapDataset.range(len(index)).map(lambda b: (b, index[b])).map(load)
+  first, local = process_slice(batch_size)
+  read = _TrainExample(source, preprocess, _GlobalBatches(streams), seed, first, local)
+  return BatchedDataset(grain.MapDataset.range(_ENDLESS * local).map(read), local)
 
 
 def steps_per_epoch(source, batch_size: int) -> int:
   return max(1, len(source) // batch_size)
 
 
-def make_iterator(dataset: grain.MapDataset, state: dict | None = None, num_threads: int = 2):
-  """A checkpointable iterator (`get_state()` / `set_state()`) with background prefetch."""
-  it = iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=4)))
+@dataclasses.dataclass(frozen=True)
+class LoaderOptions:
+  """How many threads read and preprocess examples, in how many worker processes (0 = in this
+  process), and how many batches wait ready (`config.data.read_threads`, `.worker_processes`,
+  `.prefetch_batches`)."""
+  read_threads: int = 2
+  worker_processes: int = 0
+  prefetch_batches: int = 4
+
+  def __post_init__(self):
+    if self.read_threads < 1 or self.worker_processes < 0 or self.prefetch_batches < 1:
+      raise ValueError(f"bad loader options {self}: read_threads and prefetch_batches must be ≥ 1, "
+                       "worker_processes ≥ 0")
+
+
+def loader_options(data_cfg) -> LoaderOptions:
+  """The loader options of a config's `data` section."""
+  return LoaderOptions(int(data_cfg.read_threads), int(data_cfg.worker_processes),
+                       int(data_cfg.prefetch_batches))
+
+
+class BatchedDataset:
+  """A per-example grain MapDataset and the batch size `make_iterator` groups it by; `[b]` is
+  batch b (this process's share), built directly (for tests and inspection)."""
+
+  def __init__(self, examples: grain.MapDataset, batch_size: int):
+    self.examples, self.batch_size = examples, batch_size
+
+  def __len__(self) -> int:
+    return len(self.examples) // self.batch_size
+
+  def __getitem__(self, b: int) -> dict[str, np.ndarray]:
+    return collate([self.examples[b * self.batch_size + j] for j in range(self.batch_size)])
+
+
+def make_iterator(dataset: BatchedDataset, state: dict | None = None, options: LoaderOptions | None = None):
+  """A checkpointable iterator of batches (`get_state()` / `set_state()`): examples are read and
+  preprocessed in parallel (threads, optionally in worker processes), then collated in order."""
+  options = options or LoaderOptions()
+  read = grain.ReadOptions(num_threads=options.read_threads,
+                           prefetch_buffer_size=options.prefetch_batches * dataset.batch_size)
+  batches = dataset.examples.to_iter_dataset(read).batch(dataset.batch_size, drop_remainder=True,
+                                                         batch_fn=collate)
+  if options.worker_processes:
+    # grain's workers read an absl flag; outside `app.run` (tests, notebooks) flags are unparsed.
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
+    batches = batches.mp_prefetch(grain.MultiprocessingOptions(
+        num_workers=options.worker_processes, per_worker_buffer_size=options.prefetch_batches))
+  it = iter(batches)
   if state:
     it.set_state(state)
   return it
 
 
-def eval_batches(source, preprocess: Preprocess, batch_size: int) -> Iterator[tuple[dict, int]]:
-  """Sequential batches over the whole source, the last one zero-padded; yields (batch, n_valid)."""
+class _EvalExample:
+  """Local position → (example of the padded global order, valid flag); see `eval_batches`."""
+
+  def __init__(self, source, preprocess: Preprocess, batch_size: int, first: int, local: int):
+    self.source, self.preprocess, self.batch_size = source, preprocess, batch_size
+    self.first, self.local = first, local
+
+  def __call__(self, position: int) -> Example:
+    b, slot = divmod(int(position), self.local)
+    i = b * self.batch_size + self.first + slot
+    n = len(self.source)
+    example = self.preprocess(dict(self.source[min(i, n - 1)]), np.random.default_rng([0, min(i, n - 1)]))
+    example["valid"] = np.bool_(i < n)
+    return example
+
+
+def eval_batches(source, preprocess: Preprocess, batch_size: int,
+                 options: LoaderOptions | None = None) -> Iterator[tuple[dict, int]]:
+  """The whole source in order, in global batches of `batch_size` (the last one padded by repeating
+  the last example); yields (this process's slice of the batch, number of valid examples in the
+  global batch). The slice has a boolean `valid` field. Same loader as training."""
   n = len(source)
-  for start in range(0, n, batch_size):
-    rows = [preprocess(dict(source[i]), np.random.default_rng([0, i])) for i in range(start, min(n, start + batch_size))]
-    valid = len(rows)
-    rows += [rows[-1]] * (batch_size - valid)
-    yield collate(rows), valid
+  if not n:
+    return
+  first, local = process_slice(batch_size)
+  num_batches = -(-n // batch_size)
+  read = _EvalExample(source, preprocess, batch_size, first, local)
+  iterator = make_iterator(BatchedDataset(grain.MapDataset.range(num_batches * local).map(read), local),
+                           options=options)
+  for b, batch in zip(range(num_batches), iterator):
+    yield batch, min(batch_size, n - b * batch_size)
 
 
 def class_weights(labels: np.ndarray, num_classes: int, spec: str | Sequence[float] = "balanced") -> np.ndarray:

@@ -55,15 +55,19 @@ def logits_step(state: TrainState, images: jax.Array) -> jax.Array:
   return state.apply_fn(state.variables, images, train=False)
 
 
-def predict_logits(state: TrainState, source, preprocess, batch_size: int, mesh) -> tuple[np.ndarray, np.ndarray]:
-  """Logits and labels of every example of `source` (evaluation path, no augmentation)."""
+def predict_logits(state: TrainState, source, preprocess, batch_size: int, mesh,
+                   options: pipeline.LoaderOptions | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """Logits and labels of every example of `source` (evaluation path, no augmentation).
+
+  Each process feeds its slice of every batch; the logits and labels are gathered, so every
+  process returns the whole result."""
   batch_size = round_up(batch_size, mesh.devices.size)
   all_logits, all_labels = [], []
-  for batch, valid in pipeline.eval_batches(source, preprocess, batch_size):
-    images = sharding.shard_batch({"image": batch["image"]}, mesh)["image"]
-    logits = np.asarray(jax.device_get(logits_step(state, images)))
-    all_logits.append(logits[:valid])
-    all_labels.append(np.asarray(batch["label"])[:valid])
+  for batch, valid in pipeline.eval_batches(source, preprocess, batch_size, options):
+    arrays = sharding.shard_batch({"image": batch["image"], "label": batch["label"]}, mesh)
+    logits, labels = sharding.to_host((logits_step(state, arrays["image"]), arrays["label"]))
+    all_logits.append(np.asarray(logits)[:valid])
+    all_labels.append(np.asarray(labels)[:valid])
   if not all_logits:
     return np.zeros((0, 1), np.float32), np.zeros((0,), np.int32)
   return np.concatenate(all_logits), np.concatenate(all_labels)

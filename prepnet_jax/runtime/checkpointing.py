@@ -14,6 +14,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from prepnet_jax.runtime import sharding
+
 
 class Checkpointer:
   """Step-indexed checkpoints in `directory`; `max_to_keep=None` keeps every step."""
@@ -35,7 +37,7 @@ class Checkpointer:
       self._manager.delete(int(step))
     self._manager.save(
         int(step),
-        args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+        args=ocp.args.Composite(state=ocp.args.StandardSave(_globally_placed(state)),
                                 meta=ocp.args.JsonSave(meta or {})),
         force=True)
     self._manager.wait_until_finished()
@@ -76,6 +78,22 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def _globally_placed(tree: Any) -> Any:
+  """With several processes orbax writes each array once, from the process holding replica 0, so
+  an array on one process's own device (a PRNG key after `jax.device_get`) must first become a
+  replicated global array; numpy arrays and global arrays are saved as they are."""
+  if jax.process_count() == 1:
+    return tree
+  mesh = sharding.make_mesh()
+
+  def place(x):
+    if isinstance(x, jax.Array) and x.is_fully_addressable:
+      return sharding.replicate(x, mesh)
+    return x
+
+  return jax.tree_util.tree_map(place, tree)
 
 
 def resume(ckpt: Checkpointer, template: Any, workdir: str, *, resume_workdir: str = "",

@@ -25,3 +25,16 @@ def configure(prng_impl: str | None = None) -> str:
   impl = prng_impl or os.environ.get(PRNG_IMPL_ENV, DEFAULT_PRNG_IMPL)
   jax.config.update("jax_default_prng_impl", impl)
   return impl
+
+
+def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None, local_device_ids: list[int] | None = None) -> None:
+  """`jax.distributed.initialize` with CPU collectives on, before any other JAX call of the job.
+
+  Arguments left None are detected by JAX itself (TPU pods, SLURM, Open MPI, Kubernetes...);
+  given ones override detection. On CPU the cross-process all-reduce needs a collectives
+  backend: gloo (shipped with jaxlib), so several processes on one machine behave like hosts.
+  """
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                             process_id=process_id, local_device_ids=local_device_ids)

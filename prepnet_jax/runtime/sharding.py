@@ -30,8 +30,24 @@ def data_sharding(mesh: Mesh) -> NamedSharding:
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
-  """Places a pytree (parameters, optimizer state) fully replicated on the mesh."""
-  return jax.device_put(tree, replicated_sharding(mesh))
+  """Places a pytree (parameters, optimizer state) fully replicated on the mesh.
+
+  With several processes every one holds the same host value (same seed, same checkpoint), and
+  each places it on its own devices of the global mesh.
+  """
+  sharding = replicated_sharding(mesh)
+  if jax.process_count() == 1:
+    return jax.device_put(tree, sharding)
+
+  def put(x):
+    if isinstance(x, jax.Array) and x.sharding == sharding:
+      return x
+    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(put(jax.random.key_data(x)), impl=jax.random.key_impl(x))
+    value = np.asarray(x)
+    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+  return jax.tree_util.tree_map(put, tree)
 
 
 def local_batch_size(global_batch_size: int, mesh: Mesh | None = None) -> int:
@@ -55,3 +71,14 @@ def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array
     if value.dtype.kind in "biuf":
       out[key] = jax.make_array_from_process_local_data(sharding, value)
   return out
+
+
+def to_host(tree: Any) -> Any:
+  """The global value of (possibly multi-host) arrays as numpy on every process.
+
+  `jax.device_get` cannot read an array split over other hosts' devices; this all-gathers it
+  first (on one process it is a plain copy)."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  from jax.experimental import multihost_utils
+  return multihost_utils.process_allgather(tree, tiled=True)

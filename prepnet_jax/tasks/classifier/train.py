@@ -53,12 +53,13 @@ def train_step(state: TrainState, batch: dict, class_weights: jax.Array | None):
 # --- data ----------------------------------------------------------------------------------------
 
 def training_inputs(config, train_source):
-  """(source, preprocess) for training: materialised once when there is no augmentation."""
-  eval_pre = transforms.make_preprocess(config.preprocess, training=False)
+  """(source, preprocess) for training: augmented examples are preprocessed on every read; without
+  augmentation they are kept preprocessed in memory when they fit in `config.data.cache_mb`."""
   augment = dict(config.preprocess.augment)
-  if not any(bool(v) for v in augment.values()):
-    return pipeline.materialize(train_source, eval_pre, seed=config.seed), lambda ex, rng: ex
-  return train_source, transforms.make_preprocess(config.preprocess, training=True)
+  if any(bool(v) for v in augment.values()):
+    return train_source, transforms.make_preprocess(config.preprocess, training=True)
+  eval_pre = transforms.make_preprocess(config.preprocess, training=False)
+  return pipeline.cache_if_small(train_source, eval_pre, float(config.data.cache_mb), seed=int(config.seed))
 
 
 # --- training ------------------------------------------------------------------------------------
@@ -106,7 +107,8 @@ def fit(config, workdir: str, train_source, val_source, *, mesh=None, writer=Non
   eval_pre = transforms.make_preprocess(config.preprocess, training=False)
   select = config.select_metric
   start = int(jax.device_get(state.step))
-  iterator = pipeline.make_iterator(dataset, meta.get("iterator"))
+  loader = pipeline.loader_options(config.data)
+  iterator = pipeline.make_iterator(dataset, meta.get("iterator"), loader)
   progress = writers.Progress(total_steps, int(config.log_every_steps), name, first_step=start)
   history = meta.get("history", [])
   step_losses = meta.get("step_losses", [])
@@ -122,7 +124,7 @@ def fit(config, workdir: str, train_source, val_source, *, mesh=None, writer=Non
       progress(step, scalars, batch_size)
     if step % steps_per_epoch == 0:
       epoch = step // steps_per_epoch
-      val_logits, val_labels = predict_logits(state, val_source, eval_pre, batch_size, mesh)
+      val_logits, val_labels = predict_logits(state, val_source, eval_pre, batch_size, mesh, loader)
       val = metrics_lib.classification_metrics(val_labels, logits_to_probs(val_logits),
                                                list(config.data.class_names))
       score = val[select]
