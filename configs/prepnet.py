@@ -92,6 +92,10 @@ def get_config():
   # E_cov is trained on each of these groups in turn (Exp. 2 uses pairs).
   c.cov_train_sets = (("phantom_ct/sars",), ("phantom_ct/ucsd",), ("phantom_ct/mosmed",))
   c.batch_size = 32
+  # Inside every phase, an epoch checkpoint each this many epochs (0 = at phase boundaries only),
+  # so a killed run redoes at most that many epochs; each replaces the last, and the phase-boundary
+  # checkpoint replaces the last one.
+  c.checkpoint_every_epochs = 1
   c.cov_class_weights = "balanced"     # E_cov loss weights: 'balanced' (sars is 74 % positive) or 'none'
 
   c.rows = (

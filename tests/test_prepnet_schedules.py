@@ -8,35 +8,10 @@ import os
 import numpy as np
 import pytest
 
-from helpers import load_config
+from helpers import load_config, tiny_prepnet_config
 from prepnet_jax.eval import prepnet_layout
 from prepnet_jax.models import prepnet_networks
 from prepnet_jax.tasks.prepnet import job as prepnet, schedules, training_data
-
-
-def tiny_prepnet_config(rows, **overrides):
-  c = load_config("prepnet")
-  c.data.phantom_backend = "memory"
-  c.data.phantom_overrides = {"num_patients": 30, "image_size": 32}
-  c.data.train = ("phantom_ct/sars", "phantom_ct/ucsd")
-  c.cov_train_sets = (("phantom_ct/sars",), ("phantom_ct/ucsd",))
-  c.preprocess.image_size = 32
-  c.ae.width_multiplier = 0.0625
-  c.ae.depth = 3
-  c.e_img.name = c.e_cov.name = "small_cnn"
-  c.e_img.kwargs = c.e_cov.kwargs = {}
-  c.e_img.width_multiplier = c.e_cov.width_multiplier = 0.25
-  for k in c.num_epochs:
-    c.num_epochs[k] = 1
-  c.num_epochs.four_step = 2
-  c.batch_size = 32
-  c.diagnostics.origin_epochs = 1
-  c.diagnostics.origin_width = 0.25
-  c.rows = tuple(rows)
-  c.baseline_row = rows[0]["name"]
-  for key, value in overrides.items():
-    c[key] = value
-  return c
 
 
 def _check_results(results: dict, keys=("sars", "ucsd")):

@@ -21,7 +21,7 @@ from test_augment_experiment import tiny_config as tiny_augment_config
 from test_cxr_recipes import tiny as tiny_recipe
 from test_predict import (TINY, evaluation_path_probabilities, phantom_ct_images, png_bytes, predict_config,
                           restore_state, write_run_config)
-from test_prepnet_schedules import tiny_prepnet_config
+from helpers import tiny_prepnet_config
 
 from helpers import tiny_classifier_config
 from prepnet_jax.data import datasets, transforms

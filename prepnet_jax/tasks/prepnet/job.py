@@ -12,8 +12,9 @@ For each table row (a named set of config overrides) and each seed:
      calibration that predict/serve apply to the row's AE + E_cov pipeline);
   4. write the cross-dataset tables (`report`) and harmonisation diagnostics (`diagnostics`).
 
-Resume: states are checkpointed after every phase (`layout` says where); a rerun skips finished
-phases and finished rows.
+Resume: states are checkpointed after every phase (`layout` says where) and, inside a phase,
+every `checkpoint_every_epochs` epochs (`row_run`); a rerun skips finished rows and phases and
+continues a killed phase after its last checkpointed epoch.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ def _data_for(row_cfg, data_cache: dict) -> Data:
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
+  if int(config.checkpoint_every_epochs) < 0:
+    raise ValueError(f"checkpoint_every_epochs={config.checkpoint_every_epochs} must be ≥ 0 (0 = checkpoints "
+                     "at phase boundaries only)")
   mesh = sharding.make_mesh()
   writer = writers.create_writer(workdir)
   t_start = time.time()

@@ -2,6 +2,8 @@
 
 The AE, E_img and every E_cov are `TrainState`s updated by the jitted steps of `steps`. After
 every phase the states are checkpointed in the row's directory; a rerun skips finished phases.
+Inside a phase, every `checkpoint_every_epochs` epochs, the states it trains go to an epoch
+checkpoint (`phase_progress`); a rerun continues a killed phase after its last saved epoch.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from prepnet_jax.eval import calibration, metrics as metrics_lib, prepnet_layout
 from prepnet_jax.models import prepnet_networks
 from prepnet_jax.runtime import checkpointing, checks, sharding
 from prepnet_jax.runtime.state import TrainState
-from prepnet_jax.tasks.prepnet import rows, schedules, steps
+from prepnet_jax.tasks.prepnet import phase_progress, rows, schedules, steps
 from prepnet_jax.tasks.prepnet.training_data import Data
 
 
@@ -32,7 +34,7 @@ def _sigmoid(x):
 
 
 class RowRun:
-  """Runs one schedule for one seed with phase-level checkpoints in `workdir`.
+  """Runs one schedule for one seed with phase and epoch checkpoints in `workdir`.
 
   `shared_dir` holds what rows with the same AE-side config share (see `phase`).
   """
@@ -45,12 +47,12 @@ class RowRun:
     self.bs = int(config.batch_size)
     self.seed = int(config.seed)
     self.ckpt = checkpointing.Checkpointer(prepnet_layout.row_checkpoints(workdir), 1)
-    self.meta = {"done": [], "curves": {}}
+    self.meta = {"done": [], "curves": {}, "log_step": 0}
     self.gray_cov = bool(config.grayscale_cov)
     self.gray_img = bool(config.grayscale_img)
     self.loss_cfg = config.losses
-    self.global_step = 0
     self.phase_index = 0
+    self.progress: phase_progress.PhaseProgress | None = None  # the running phase's epoch checkpoint
     self.steps_all = pipeline.steps_per_epoch(data.all_train, self.bs)
     r_ae, r_img, self.r_cov = jax.random.split(jax.random.key(self.seed), 3)
     self.ae = sharding.replicate(prepnet_networks.make_ae_state(config, r_ae, self.steps_all), mesh)
@@ -78,6 +80,7 @@ class RowRun:
     if shared:
       self.shared_phases.append(name)
     if name in self.meta["done"]:
+      phase_progress.remove(self.workdir, name)  # left behind by a kill right after the phase's checkpoint
       return
     t0 = time.time()
     cache = self._shared_phase_cache() if shared else None
@@ -89,13 +92,17 @@ class RowRun:
             f"({os.path.basename(cache.directory)})", flush=True)
     else:
       curves_before = set(self.meta["curves"])
+      self.progress = phase_progress.PhaseProgress(self.workdir, name, int(self.config.checkpoint_every_epochs))
       fn()
+      self.progress.close()
+      t0 = self.progress.started  # with the time a killed run spent in the phase
       if cache is not None:
         new_curves = {k: v for k, v in self.meta["curves"].items() if k not in curves_before}
         cache.save(1, {"ae": jax.device_get(self.ae), "img": jax.device_get(self.img)}, {"curves": new_curves})
     self.meta["done"].append(name)
     self.meta.setdefault("phase_seconds", {})[name] = round(time.time() - t0, 2)
     self.ckpt.save(self.phase_index, self._state_tree(), self.meta)
+    phase_progress.remove(self.workdir, name)  # superseded by the checkpoint just saved
 
   def _shared_phase_cache(self) -> checkpointing.Checkpointer | None:
     if not self.shared_dir:
@@ -113,8 +120,19 @@ class RowRun:
     tree, meta, _ = checkpointing.resume(self.ckpt, template, self.workdir)
     self.ae, self.img = sharding.replicate(tree["ae"], self.mesh), sharding.replicate(tree["img"], self.mesh)
     self.cov_states = {k: sharding.replicate(v, self.mesh) for k, v in tree["cov"].items()}
-    self.meta = meta
+    self.meta = {"log_step": 0, **meta}
     print(f"[prepnet {self.label}] resuming after phases {meta['done']}", flush=True)
+
+  def _resume_epochs(self, curve: str, states: dict, iterators: list) -> tuple[int, dict, dict]:
+    """(epochs done, states, the loop's extra metadata) where the running phase's epoch checkpoint
+    left off (the row's metadata restored with it), or (0, `states`, {})."""
+    start, tree, meta, extra = self.progress.restore(states, iterators)
+    if not start:
+      return 0, states, {}
+    self.meta = meta
+    print(f"[prepnet {self.label}] {curve}: resuming after epoch {start} from {self.progress.directory}",
+          flush=True)
+    return start, sharding.replicate(tree, self.mesh), extra
 
   def _batches(self, source, preprocess, salt: int):
     ds = pipeline.train_dataset(source, preprocess, self.bs, seed=self.seed * 1000 + salt)
@@ -122,16 +140,22 @@ class RowRun:
 
   def _log(self, phase: str, epoch: int, scalars: dict) -> None:
     scalars = {k: float(v) for k, v in jax.device_get(scalars).items()}
-    self.global_step += 1
-    checks.check_finite(scalars, self.global_step)
-    self.writer.write_scalars(self.global_step, {f"{self.label}/{phase}/{k}": v for k, v in scalars.items()})
+    step = self.meta["log_step"] = self.meta["log_step"] + 1
+    checks.check_finite(scalars, step)
+    self.writer.write_scalars(step, {f"{self.label}/{phase}/{k}": v for k, v in scalars.items()})
     self.meta["curves"].setdefault(phase, []).append({"epoch": epoch, **scalars})
     text = " ".join(f"{k}={v:.4f}" for k, v in scalars.items())
     print(f"[prepnet {self.label}] {phase} epoch {epoch}: {text}", flush=True)
 
-  def _epochs(self, phase: str, n_epochs: int, run_epoch) -> None:
-    for epoch in range(1, n_epochs + 1):
+  def _epochs(self, phase: str, n_epochs: int, run_epoch, trains: tuple[str, ...], iterators: list) -> None:
+    """Epochs 1..n_epochs of a loop that updates the row's states named in `trains` ('ae', 'img')
+    and draws from `iterators`, continuing after the phase's epoch checkpoint if it has one."""
+    start, states, _ = self._resume_epochs(phase, {n: getattr(self, n) for n in trains}, iterators)
+    for n in trains:
+      setattr(self, n, states[n])
+    for epoch in range(start + 1, n_epochs + 1):
       self._log(phase, epoch, run_epoch(epoch))
+      self.progress.save(epoch, n_epochs, {n: getattr(self, n) for n in trains}, iterators, self.meta)
 
   def _mean(self, outs: list[dict]) -> dict:
     return {k: jnp.mean(jnp.stack([o[k] for o in outs])) for k in outs[0]}
@@ -154,7 +178,7 @@ class RowRun:
         self.ae, out = steps.ae_rec_step(self.ae, self._shard(next(it)), rec=self.loss_cfg.rec)
         outs.append(out)
       return self._mean(outs)
-    self._epochs(curve, n_epochs, run)
+    self._epochs(curve, n_epochs, run, ("ae",), [it])
 
   def img_epochs(self, curve: str, n_epochs: int, salt: int) -> None:
     it = self._batches(self.data.all_train, _identity, salt)
@@ -164,7 +188,7 @@ class RowRun:
         self.img, out = steps.img_step(self.img, self.ae, self._shard(next(it)), gray=self.gray_img)
         outs.append(out)
       return self._mean(outs)
-    self._epochs(curve, n_epochs, run)
+    self._epochs(curve, n_epochs, run, ("img",), [it])
 
   def _forget(self, batch):
     return steps.forget_step(self.ae, self.img, batch, eta_rec=float(self.loss_cfg.eta_rec),
@@ -197,7 +221,7 @@ class RowRun:
         self.ae, o = self._forget(self._shard(next(its[2])))
         o3.append(o)
       return {"rec_l_rec": self._mean(o1)["l_rec"], **self._mean(o2), **self._mean(o3)}
-    self._epochs(curve, n_epochs, run)
+    self._epochs(curve, n_epochs, run, ("ae", "img"), its)
 
   def pretrained_ae(self, curve: str, n_epochs: int, salt: int) -> None:
     """Replaces phase 1 by a pre-trained AE: loaded from a workdir, or pretrained once and cached."""
@@ -244,7 +268,8 @@ class RowRun:
           tag = "same" if d in members else "cross"
           scalars[f"cov_ba_{self.data.names[d]}_{split}_{tag}"] = jnp.asarray(ba)
       return scalars
-    self._epochs(f"{curve}_{variant}_{cov_key}", n_epochs, run)
+    trains = ("ae", "img") if self.config.diagnostic_train_img else ("ae",)
+    self._epochs(f"{curve}_{variant}_{cov_key}", n_epochs, run, trains, [it, img_it])
 
   # -- E_cov
   def new_cov(self, salt: int) -> TrainState:
@@ -264,7 +289,7 @@ class RowRun:
     out = []
     for batch, valid in pipeline.eval_batches(src, _identity, self.eval_batch_size):
       images = self._shard({"image": batch["image"]})["image"]
-      out.append(np.asarray(steps.cov_logits(cov, ae, images, gray=self.gray_cov))[:valid])
+      out.append(np.asarray(sharding.to_host(steps.cov_logits(cov, ae, images, gray=self.gray_cov)))[:valid])
     return np.concatenate(out)
 
   def reconstructions(self, ae, src) -> pipeline.ArraySource:
@@ -277,7 +302,7 @@ class RowRun:
       out = []
       for batch, valid in pipeline.eval_batches(src, _identity, self.eval_batch_size):
         images = self._shard({"image": batch["image"]})["image"]
-        out.append(np.asarray(steps.reconstruct(ae, images))[:valid])
+        out.append(np.asarray(sharding.to_host(steps.reconstruct(ae, images)))[:valid])
       cache[id(src)] = (src, pipeline.ArraySource({"image": np.concatenate(out)}))
     return cache[id(src)][1]
 
@@ -296,7 +321,20 @@ class RowRun:
     cw = None if cw == "none" else jnp.asarray(pipeline.class_weights(pipeline.column(source, "label"), 2, cw))
     best = (-1.0, None, None, 0)
     eta = self.loss_cfg
-    for epoch in range(1, n_epochs + 1):
+    trains_ae = ae is not None and mode != "frozen_ae"
+
+    def states():  # what an epoch checkpoint holds; four_step trains the row's own AE and E_img
+      return {"cov": cov, "ae": ae if trains_ae else None, "img": self.img if mode == "four_step" else None,
+              "best_ae": best[1], "best_cov": best[2]}
+    template = {**states(), "best_ae": ae if trains_ae else None, "best_cov": cov}
+    start, restored, extra = self._resume_epochs(f"cov_{key}", template, [it, *its])
+    if start:
+      cov, ae = restored["cov"], restored["ae"] if trains_ae else ae
+      if mode == "four_step":
+        self.ae, self.img = ae, restored["img"]
+      best = (extra["best_ba"], jax.device_get(restored["best_ae"]), jax.device_get(restored["best_cov"]),
+              extra["best_epoch"])
+    for epoch in range(start + 1, n_epochs + 1):
       outs = []
       steps_this_epoch = min(epoch, n_steps) if mode == "four_step" else n_steps
       if mode == "four_step":  # Exp. 4.2: rec, img, forget on `epoch` batches each, then joint
@@ -338,8 +376,9 @@ class RowRun:
       # Ties (e.g. every epoch at BA 0.5 on a tiny validation split) keep the later, more trained
       # epoch rather than the untrained first one.
       if val["balanced_accuracy"] >= best[0]:
-        keep_ae = ae is not None and mode != "frozen_ae"
-        best = (val["balanced_accuracy"], jax.device_get(ae) if keep_ae else None, jax.device_get(cov), epoch)
+        best = (val["balanced_accuracy"], jax.device_get(ae) if trains_ae else None, jax.device_get(cov), epoch)
+      self.progress.save(epoch, n_epochs, states(), [it, *its], self.meta,
+                         {"best_ba": best[0], "best_epoch": best[3]})
     if mode == "frozen_ae":  # the AE never changed: keep the very state, so its outputs stay cached
       best_ae = ae
     else:
@@ -360,19 +399,22 @@ class RowRun:
       loop = self.PHASE_LOOPS[p.loss]
       self.phase(p.name, lambda: loop(self, p.curve, int(num_epochs[p.epochs_field]), p.salt), shared=p.shared)
     cov_phase = schedule.cov
+    # The phases below put the AE back before their checkpoint, so a resumed row starts the next
+    # phase from the AE an uninterrupted one does.
     for t, (key, members) in enumerate(zip(keys, train_sets)):
-      start_ae = jax.device_get(self.ae) if cov_phase.changes_ae else None
-      self.phase(f"cov_{key}", lambda: self.train_cov(key, members, t, cov_phase.mode,
-                                                      int(num_epochs[cov_phase.epochs_field])))
-      if cov_phase.changes_ae:
-        self.ae = sharding.replicate(start_ae, self.mesh)
+      def fit_cov():
+        start_ae = jax.device_get(self.ae) if cov_phase.changes_ae else None
+        self.train_cov(key, members, t, cov_phase.mode, int(num_epochs[cov_phase.epochs_field]))
+        if cov_phase.changes_ae:  # every COVID training set starts from the same AE
+          self.ae = sharding.replicate(start_ae, self.mesh)
+      self.phase(f"cov_{key}", fit_cov)
       for p in schedule.after_cov:  # Exp. 6: the AE alone trains on, monitored by the fixed E_cov
-        start_ae = jax.device_get(self.ae)
-        self.cov_states[key] = (self.ae, self.cov_states[key][1])
-        self.phase(f"{p.name}_{key}", lambda: self.diagnostic_ae_epochs(
-            p.curve, int(num_epochs[p.epochs_field]), p.salt, key, members))
-        self.cov_states[key] = (self.ae, self.cov_states[key][1])
-        self.ae = sharding.replicate(start_ae, self.mesh)
+        def diagnose():
+          start_ae = jax.device_get(self.ae)
+          self.diagnostic_ae_epochs(p.curve, int(num_epochs[p.epochs_field]), p.salt, key, members)
+          self.cov_states[key] = (self.ae, self.cov_states[key][1])
+          self.ae = sharding.replicate(start_ae, self.mesh)
+        self.phase(f"{p.name}_{key}", diagnose)
     return self.evaluate_all(keys, train_sets)
 
   def evaluate_all(self, keys: list[str], train_sets: list[list[int]]) -> dict:

@@ -8,7 +8,8 @@ from prepnet_jax.runtime import compile_cache
 
 # Config fields that only affect E_cov (or bookkeeping): everything else can change the AE or E_img.
 COV_ONLY_FIELDS = ("e_cov", "grayscale_cov", "cov_train_sets", "cov_class_weights", "diagnostics",
-                   "rows", "baseline_row", "seeds", "schedule", "diagnostic_variant", "diagnostic_train_img")
+                   "rows", "baseline_row", "seeds", "schedule", "diagnostic_variant", "diagnostic_train_img",
+                   "checkpoint_every_epochs")
 COV_ONLY_EPOCHS = ("cov", "joint", "four_step", "end_to_end", "diag_cov", "diag_ae")
 COV_ONLY_OPTIM = ("cov",)
 
