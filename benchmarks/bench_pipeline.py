@@ -32,12 +32,12 @@ The summary line per size names the bottleneck: the slower of the train step and
 the default `LoaderOptions()`, with the best loader setting beside it. On a CPU-only machine both
 share the same cores, so a fed train step runs slower than either number alone.
 
-What it gave (2 CPU cores shared with other jobs' tests, load 4-10, 2026-12-06; 7 min wall): the
-ResNet18 train step takes 3.8 img/s at 224² and 0.8 at 480² (batch 16), the loader at its default
-options (2 threads, no worker process) delivers 148 / 92 img/s (phantom PNG / 512² JPEG) at 224²
-and 31 / 27 at 480²: on CPU the train step is the bottleneck by 24-39x. Up to 4 threads helped
-at 224² (213-330 img/s); worker processes did not pay on 2 cores (5-8 s to start, ~260-400 MB
-each). The rows spread by up to 2x from run to run at that load: compare within one invocation.
+What it gave (2 CPU cores, load 1.1 rising to 3.9 as other tests started, 2026-12-06): the
+ResNet18 train step takes 5.2 img/s at 224² and 2.0 at 480² (batch 16); the loader at its default
+options (2 threads, no worker process) delivers 363 / 172 img/s (phantom PNG / 512² JPEG) at 224²
+and 102 / 90 at 480²: on CPU the train step is the bottleneck by 33-70x. Two worker processes
+help at 224² (412 / 282 img/s) and start in ~1.7-2 s with ~260 MB each; at 480² threads alone are
+as fast. Rows spread by up to 2x between runs on a shared machine: compare within one invocation.
 """
 
 from __future__ import annotations

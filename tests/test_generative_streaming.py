@@ -11,7 +11,6 @@ import types
 import jax
 import ml_collections
 import numpy as np
-import pytest
 
 from helpers import load_config
 from prepnet_jax.data import diffaugment, pipeline
@@ -20,7 +19,23 @@ from prepnet_jax.runtime import checkpointing, writers
 from prepnet_jax.tasks.generative import common as gen_common, gan as gan_train
 from prepnet_jax.tasks.stylegan2 import snapshots, train as sg2_train
 from test_gan_training import tiny_config
-from test_stylegan2 import _tiny_config as tiny_stylegan2
+
+
+def tiny_stylegan2(**data_fields):
+  """Two minibatches of 4 of an 8-px StyleGAN2 (lazy R1 and path length included), with metrics
+  and the leak check at kimg 0 and at the end."""
+  c = load_config("stylegan2")
+  c.preprocess.image_size = 8
+  c.data.phantom_overrides = {"num_patients": 24, "image_size": 16}
+  c.data.update(data_fields)
+  c.model.z_dim, c.model.w_dim, c.model.mapping_layers = 8, 8, 1
+  c.model.channel_base, c.model.channel_max = 64, 8
+  c.batch_size = 4
+  c.total_kimg = c.snapshot_kimg = c.checkpoint_kimg = 0.008
+  c.log_every_steps = 1
+  c.g_reg_interval, c.d_reg_interval = 2, 2
+  c.eval.num_generated, c.eval.grid_size, c.eval.metrics = 16, 4, ("fd", "kid", "pr")
+  return c
 
 
 class _RecordingWriter:
@@ -102,14 +117,9 @@ def test_cgan_streamed_over_cache_mb_trains_as_the_cached_run(tmp_path, monkeypa
 def test_stylegan2_streamed_over_cache_mb_trains_as_the_cached_run(tmp_path, monkeypatch):
   """StyleGAN2 with `data.cache_mb=0` and metrics on: the same losses, snapshot metrics (FD, KID,
   precision/recall, leak fractions), data-iterator position and weights as the cached run."""
-  def config(**fields):
-    c = tiny_stylegan2(0.008)  # 2 steps of 4
-    c.eval.num_generated, c.eval.metrics = 16, ("fd", "kid", "pr")
-    c.data.update(fields)
-    return c
-
-  cached = _run(sg2_train, config(), tmp_path / "cached", monkeypatch, forbid_materialize=False)
-  streamed = _run(sg2_train, config(cache_mb=0), tmp_path / "streamed", monkeypatch, forbid_materialize=True)
+  cached = _run(sg2_train, tiny_stylegan2(), tmp_path / "cached", monkeypatch, forbid_materialize=False)
+  streamed = _run(sg2_train, tiny_stylegan2(cache_mb=0), tmp_path / "streamed", monkeypatch,
+                  forbid_materialize=True)
   assert len(streamed) == 2 and streamed == cached
   histories = []
   for name in ("cached", "streamed"):

@@ -43,7 +43,8 @@ def _peak_rss_mb(folder: str, workdir) -> float:
          f"--config={os.path.join(REPO, 'configs', 'classifier.py')}", f"--workdir={workdir}",
          f"--config.data.train=folder:{folder}", "--config.data.eval=()",
          "--config.preprocess.image_size=224", "--config.preprocess.grayscale=False",
-         "--config.model.width_multiplier=0.125", "--config.num_epochs=1", "--config.batch_size=32"]
+         "--config.model.name=resnet18", "--config.model.width_multiplier=0.0625",
+         "--config.num_epochs=1", "--config.batch_size=32"]
   env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
   run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
   assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

@@ -49,6 +49,10 @@ def test_eval_batches_cover_every_example_once_with_padding(monkeypatch):
   indices = np.concatenate([b["index"][:v] for b, v in got])
   np.testing.assert_array_equal(indices, np.arange(21))
   assert got[-1][0]["valid"].tolist() == [True] * 5 + [False] * 3
+  workers = list(pipeline.eval_batches(source, pipeline.identity, 8, pipeline.LoaderOptions(worker_processes=2)))
+  assert [v for _, v in workers] == [8, 8, 5]
+  for (a, _), (b, _) in zip(got, workers):
+    np.testing.assert_array_equal(a["index"], b["index"])
   # Two processes: each gets half of every global batch, in order.
   halves = []
   for p in range(2):
@@ -78,8 +82,8 @@ def test_worker_processes_give_the_same_batches():
   source = _source()
   dataset = pipeline.train_dataset(source, _augment, 4, seed=2)
   threads = pipeline.make_iterator(dataset, options=pipeline.LoaderOptions(read_threads=3))
-  workers = pipeline.make_iterator(dataset, options=pipeline.LoaderOptions(read_threads=1, worker_processes=1))
-  for _ in range(3):
+  workers = pipeline.make_iterator(dataset, options=pipeline.LoaderOptions(read_threads=1, worker_processes=2))
+  for _ in range(5):
     a, b = next(threads), next(workers)
     np.testing.assert_array_equal(a["index"], b["index"])
     np.testing.assert_array_equal(a["noise"], b["noise"])
@@ -94,6 +98,12 @@ def test_cache_only_when_it_fits():
   assert cached.column("image").dtype == np.float32
   streamed, pre = pipeline.cache_if_small(source, to_float, cache_mb=10 * 16 * 16 * 4 / 2**20 / 2)
   assert streamed is source and pre is to_float
+  # As one source of preprocessed examples: the same values, in memory or computed on each read.
+  in_memory = pipeline.preprocessed_source(source, to_float, cache_mb=1)
+  on_read = pipeline.preprocessed_source(source, to_float, cache_mb=0)
+  assert isinstance(on_read, pipeline.PreprocessedSource)
+  np.testing.assert_array_equal(in_memory[7]["image"], on_read[7]["image"])
+  np.testing.assert_array_equal(pipeline.column(on_read, "label"), pipeline.column(source, "label"))
   with pytest.raises(ValueError, match="bad loader options"):
     pipeline.LoaderOptions(read_threads=0)
 

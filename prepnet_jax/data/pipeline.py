@@ -131,6 +131,29 @@ def cache_if_small(source, preprocess: Preprocess, cache_mb: float, seed: int = 
   return source, preprocess
 
 
+class PreprocessedSource:
+  """`source` with a deterministic `preprocess` applied on every read (streamed, nothing kept):
+  what `cache_if_small` stands for when the preprocessed examples do not fit in memory."""
+
+  def __init__(self, source, preprocess: Preprocess, seed: int = 0):
+    self.source, self.preprocess, self.seed = source, preprocess, seed
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __getitem__(self, i: int) -> Example:
+    return self.preprocess(dict(self.source[i]), np.random.default_rng([self.seed, i]))
+
+  def column(self, key: str) -> np.ndarray:
+    return column(self.source, key)
+
+
+def preprocessed_source(source, preprocess: Preprocess, cache_mb: float, seed: int = 0):
+  """A source of preprocessed examples: in memory when they fit in `cache_mb`, else streamed."""
+  source, preprocess = cache_if_small(source, preprocess, cache_mb, seed)
+  return source if preprocess is identity else PreprocessedSource(source, preprocess, seed)
+
+
 def identity(example: Example, rng: np.random.Generator) -> Example:
   """The preprocessing of already preprocessed examples."""
   return example
@@ -260,27 +283,28 @@ def loader_options(data_cfg) -> LoaderOptions:
 
 
 class BatchedDataset:
-  """A per-example grain MapDataset and the batch size `make_iterator` groups it by; `[b]` is
-  batch b (this process's share), built directly (for tests and inspection)."""
+  """A per-example grain MapDataset grouped into batches of `batch_size` (this process's share of
+  each global batch); `[b]` is batch b, built directly (for tests and inspection)."""
 
   def __init__(self, examples: grain.MapDataset, batch_size: int):
     self.examples, self.batch_size = examples, batch_size
+    self.batches = examples.batch(batch_size, drop_remainder=True, batch_fn=collate)
 
   def __len__(self) -> int:
-    return len(self.examples) // self.batch_size
+    return len(self.batches)
 
   def __getitem__(self, b: int) -> dict[str, np.ndarray]:
-    return collate([self.examples[b * self.batch_size + j] for j in range(self.batch_size)])
+    return self.batches[b]
 
 
 def make_iterator(dataset: BatchedDataset, state: dict | None = None, options: LoaderOptions | None = None):
-  """A checkpointable iterator of batches (`get_state()` / `set_state()`): examples are read and
-  preprocessed in parallel (threads, optionally in worker processes), then collated in order."""
+  """A checkpointable iterator of batches (`get_state()` / `set_state()`; the state is the next
+  batch index, so it does not depend on the thread count). Batches are made in parallel, each
+  from per-example reads and preprocessing, in threads or worker processes (each worker makes
+  whole batches, handed out in order)."""
   options = options or LoaderOptions()
-  read = grain.ReadOptions(num_threads=options.read_threads,
-                           prefetch_buffer_size=options.prefetch_batches * dataset.batch_size)
-  batches = dataset.examples.to_iter_dataset(read).batch(dataset.batch_size, drop_remainder=True,
-                                                         batch_fn=collate)
+  read = grain.ReadOptions(num_threads=options.read_threads, prefetch_buffer_size=options.prefetch_batches)
+  batches = dataset.batches.to_iter_dataset(read)
   if options.worker_processes:
     # grain's workers read an absl flag; outside `app.run` (tests, notebooks) flags are unparsed.
     if not flags.FLAGS.is_parsed():
@@ -322,8 +346,12 @@ def eval_batches(source, preprocess: Preprocess, batch_size: int,
   read = _EvalExample(source, preprocess, batch_size, first, local)
   iterator = make_iterator(BatchedDataset(grain.MapDataset.range(num_batches * local).map(read), local),
                            options=options)
-  for b, batch in zip(range(num_batches), iterator):
-    yield batch, min(batch_size, n - b * batch_size)
+  try:
+    for b, batch in zip(range(num_batches), iterator):
+      yield batch, min(batch_size, n - b * batch_size)
+  finally:  # its threads (and worker processes) end now, not when the garbage collector runs
+    if hasattr(iterator, "close"):
+      iterator.close()
 
 
 def class_weights(labels: np.ndarray, num_classes: int, spec: str | Sequence[float] = "balanced") -> np.ndarray:

@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import warnings
+from typing import Iterable
 
 import numpy as np
 import scipy.linalg
@@ -202,11 +203,15 @@ def _extractor_key(extractor: FeatureExtractor) -> tuple:
   return (extractor.name, extractor.weights_sha256, extractor.resize)
 
 
-def _content_sha256(images: list[np.ndarray]) -> str:
-  digest = hashlib.sha256()
+def _hash_images(digest, images: list[np.ndarray]) -> None:
   for img in images:
     digest.update(f"{img.shape};".encode())
     digest.update(np.ascontiguousarray(img).tobytes())
+
+
+def _content_sha256(images: list[np.ndarray]) -> str:
+  digest = hashlib.sha256()
+  _hash_images(digest, images)
   return digest.hexdigest()
 
 
@@ -264,6 +269,41 @@ def real_stats(real_images: Images, extractor: FeatureExtractor, *, value_range=
   while len(_MEMORY_CACHE) > _MEMORY_CACHE_SIZE:
     _MEMORY_CACHE.popitem(last=False)
   return stats
+
+
+def streamed_real_stats(batches: Iterable[Images], extractor: FeatureExtractor, *, value_range=None,
+                        dataset: str = "", options: MetricOptions | None = None) -> RealStats:
+  """`real_stats` of a real set read batch by batch (a dataset too large to hold as images).
+
+  One pass keeps the features (N × d: KID, precision/recall and the noise floor need them) and
+  hashes the content; each batch of images is dropped once extracted. The extractor sees chunks
+  of its own batch size whatever the sizes of `batches`, so the statistics equal `real_stats` on
+  the same images at once. Not cached: the caller computes them once per run.
+  """
+  opts = options or MetricOptions()
+  digest, pending, features, probs = hashlib.sha256(), [], [], []
+
+  def extract(images: list[np.ndarray]) -> None:
+    f, p = extractor.features_and_probs(images)
+    features.append(f)
+    if p is not None:
+      probs.append(p)
+
+  for batch in batches:
+    images = as_uint8_images(batch, value_range)
+    _hash_images(digest, images)
+    pending.extend(images)
+    while len(pending) >= extractor.batch_size:
+      extract(pending[:extractor.batch_size])
+      del pending[:extractor.batch_size]
+  if pending:
+    extract(pending)
+  if not features:
+    raise ValueError("no real images given")
+  features = np.concatenate(features)
+  probs = np.concatenate(probs) if probs else None
+  floor, half = _split_half_floor(features, probs, opts)
+  return RealStats(features, probs, floor, half, _extractor_key(extractor), dataset, digest.hexdigest())
 
 
 def _save_cached(path: str, key_json: str, stats: RealStats) -> None:

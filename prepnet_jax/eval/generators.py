@@ -34,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -163,22 +163,67 @@ def read_generator_info(workdir: str) -> GeneratorInfo:
                        latent_dim, config)
 
 
+class LabelledImages:
+  """The examples of `source` as {'image', 'label'}, `label` the int32 of `label_key`: what a
+  generator run learns from (a class, so it pickles into grain worker processes)."""
+
+  def __init__(self, source, label_key: str):
+    self.source, self.label_key = source, label_key
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __getitem__(self, i: int) -> dict:
+    example = self.source[i]
+    return {"image": example["image"], "label": np.int32(example[self.label_key])}
+
+  def column(self, key: str) -> np.ndarray:
+    """`label` (and other fields) of every example, read without decoding images."""
+    if key == "label":
+      return pipeline.column(self.source, self.label_key).astype(np.int32)
+    return pipeline.column(self.source, key)
+
+
+def training_set(data_cfg, preprocess_cfg, image_size: int, channels: int) -> tuple[LabelledImages, Any]:
+  """(source, preprocess) of a generator run's training images: `data.train`/`train_split`/
+  `class_filter` as `LabelledImages`, and the deterministic preprocessing to float32
+  (image_size, image_size, channels) images in [−1, 1]. Nothing is read yet."""
+  source = LabelledImages(datasets.training_source(data_cfg), data_cfg.label_key)
+  preprocess = transforms.make_preprocess(
+      {**preprocess_cfg.to_dict(), "image_size": int(image_size), "channels": int(channels)}, training=False)
+  return source, preprocess
+
+
+def uint8_batches(source, preprocess, batch_size: int = 64,
+                  options: pipeline.LoaderOptions | None = None) -> Iterator[np.ndarray]:
+  """Every image of `source` in order, preprocessed to [−1, 1], as uint8 batches of up to
+  `batch_size` (`pipeline.eval_batches`: each process reads its share of a batch, then every
+  process gets the whole batch): the real side of a metric without the whole set in memory.
+  """
+  processes = jax.process_count()
+  batch_size = -(-int(batch_size) // processes) * processes
+  for batch, _ in pipeline.eval_batches(source, preprocess, batch_size, options):
+    images, valid = writers.to_uint8(batch["image"], value_range=(-1.0, 1.0)), batch["valid"]
+    if processes > 1:
+      images = np.asarray(multihost_utils.process_allgather(images, tiled=True))
+      valid = np.asarray(multihost_utils.process_allgather(valid, tiled=True))
+    yield images[np.asarray(valid, bool)]
+
+
 def training_images(info: GeneratorInfo, num: int, seed: int = 0) -> np.ndarray:
   """uint8 images of the run's own training data (`data.train`/`train_split`/`class_filter`), at
   its resolution and channels: the reals to set beside its fakes. A conditional run's are drawn
-  class by class (a block of `num // num_classes` per class, as the sampling job's grid)."""
-  source = datasets.training_source(info.data)
+  class by class (a block of `num // num_classes` per class, as the sampling job's grid). Only
+  the `num` drawn images are read."""
+  source, preprocess = training_set(info.data, info.config.preprocess, info.image_size, info.channels)
   rng = np.random.default_rng(seed)
   if info.num_classes:
-    labels = pipeline.column(source, info.data.label_key).astype(int)
+    labels = pipeline.column(source, "label")
     per_class = max(1, num // info.num_classes)
     picks = np.concatenate([rng.permutation(np.flatnonzero(labels == k))[:per_class]
                             for k in range(info.num_classes)])
   else:
     picks = rng.permutation(len(source))[:num]
-  preprocess = transforms.make_preprocess(
-      {**info.config.preprocess.to_dict(), "image_size": info.image_size, "channels": info.channels},
-      training=False)
   real = pipeline.materialize(pipeline.SubsetSource(source, [int(i) for i in picks]), preprocess, seed=seed)
   return writers.to_uint8(real.column("image"), value_range=(-1.0, 1.0))
 

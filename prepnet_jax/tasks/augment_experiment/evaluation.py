@@ -14,16 +14,12 @@ from prepnet_jax.models import classifier_factory
 from prepnet_jax.runtime import writers
 
 
-def _identity(example, rng):
-  del rng
-  return example
-
 
 def evaluate(state, eval_sets: dict, config, mesh) -> tuple[dict, dict]:
   """(metrics, logits) of `state` on every preprocessed evaluation set."""
   metrics, logits = {}, {}
   for name, source in eval_sets.items():
-    z, labels = classify.predict_logits(state, source, _identity, int(config.batch_size), mesh)
+    z, labels = classify.predict_logits(state, source, pipeline.identity, int(config.batch_size), mesh)
     logits[name] = (z, labels)
     metrics[name] = metrics_lib.classification_metrics(labels, classify.logits_to_probs(z),
                                                        list(config.data.class_names))

@@ -67,12 +67,13 @@ def _arm_config(run_config, arm: str, seed: int):
   return config
 
 
-def _materialized(config, ref: str, split: str):
+def _eval_set(config, ref: str, split: str):
+  """The preprocessed examples of an evaluation split (in memory only when they fit `data.cache_mb`)."""
   source = classify.load_split(config, ref, split)
   if not len(source):
     raise ValueError(f"{ref}:{split} has no examples; check config.data")
   eval_pre = transforms.make_preprocess(config.preprocess, training=False)
-  return pipeline.materialize(FieldsSource(source), eval_pre)
+  return pipeline.preprocessed_source(FieldsSource(source), eval_pre, float(config.data.cache_mb))
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -104,7 +105,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                                        if eval_refs[name][0] == train_ref}})
   generators = resolve_generators(config, workdir, counts) if "synthetic" in arms and counts.sum() else []
   generator_data = generator_data_check(config, generators, eval_raw)
-  eval_sets = {name: _materialized(config, ref, split) for name, (ref, split) in eval_refs.items()}
+  eval_sets = {name: _eval_set(config, ref, split) for name, (ref, split) in eval_refs.items()}
   print(f"[augment] {train_ref}:train {len(real)} images {np.bincount(train_labels, minlength=num_classes).tolist()}, "
         f"extra per class {counts.tolist()}, arms {arms}, seeds {seeds}", flush=True)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +27,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from prepnet_jax.data import datasets, pipeline, transforms
+from prepnet_jax.data import pipeline, transforms
 from prepnet_jax.eval import generators
 from prepnet_jax.runtime import checkpointing, checks, compile_cache, rundir, sharding, writers
 from prepnet_jax.runtime.state import TrainState
@@ -95,30 +95,35 @@ def build_family(make_family: Callable[[Any, Any], Family], config, mesh) -> Fam
 
 # --- data ----------------------------------------------------------------------------------------
 
-def load_training_images(config) -> tuple[pipeline.ArraySource, Any, Callable]:
-  """The chest X-rays the generator learns, for `config.data` / `config.preprocess`.
+@dataclasses.dataclass(frozen=True)
+class TrainingImages:
+  """The chest X-rays a generator learns, as sources the input pipeline reads (`load_training_images`).
 
-  Returns (real, source, preprocess): `real` is the deterministic preprocessed set in memory
-  (image float32 (S, S, C) in [−1, 1], label int32) used for training without augmentation and
-  as the real side of the Fréchet distance; with augmentation `source`/`preprocess` feed the
-  training pipeline instead.
+  train_source/train_preprocess: what training batches are read from: without augmentation the
+    preprocessed examples in memory when they fit in `config.data.cache_mb`, else the examples
+    as stored, preprocessed on every read;
+  real_source/real_preprocess: the same images without augmentation (the real side of the
+    Fréchet distance, streamed in order);
+  labels: the int32 label of every example (read without decoding an image).
+  Examples are {'image': float32 (S, S, C) in [−1, 1], 'label': int32} once preprocessed.
   """
-  source = datasets.training_source(config.data)
-  label_key = config.data.label_key
-  eval_pre = transforms.make_preprocess(config.preprocess, training=False)
-  train_pre = transforms.make_preprocess(config.preprocess, training=True)
+  train_source: Any
+  train_preprocess: Callable
+  real_source: Any
+  real_preprocess: Callable
+  labels: np.ndarray
 
-  def keep_image_label(pre):
-    def fn(example, rng):
-      out = pre(example, rng)
-      return {"image": out["image"], "label": np.int32(example[label_key])}
-    return fn
 
-  real = pipeline.materialize(source, keep_image_label(eval_pre), seed=int(config.seed))
-  check_image_range(real.arrays["image"], config)
+def load_training_images(config) -> TrainingImages:
+  """The chest X-rays the generator learns, for `config.data` / `config.preprocess`."""
+  size, channels = int(config.preprocess.image_size), int(config.preprocess.channels)
+  source, eval_pre = generators.training_set(config.data, config.preprocess, size, channels)
+  labels = pipeline.column(source, "label")
   if any(bool(v) for v in config.preprocess.augment.values()):
-    return real, source, keep_image_label(train_pre)
-  return real, real, lambda example, rng: example
+    train_pre = transforms.make_preprocess(config.preprocess, training=True)
+    return TrainingImages(source, train_pre, source, eval_pre, labels)
+  cached, cached_pre = pipeline.cache_if_small(source, eval_pre, float(config.data.cache_mb), seed=int(config.seed))
+  return TrainingImages(cached, cached_pre, cached, cached_pre, labels)
 
 
 def check_image_range(images: np.ndarray, config) -> None:
@@ -148,12 +153,14 @@ def save_sample_grid(writer, workdir: str, step: int, images: np.ndarray, ncols:
 
 # --- Fréchet distance ----------------------------------------------------------------------------
 
-def make_metric_hook(config, real_uint8: np.ndarray) -> tuple[str, Callable[[np.ndarray, int], dict]]:
+def make_metric_hook(config, real_batches: Callable[[], Iterable[np.ndarray]]
+                     ) -> tuple[str, Callable[[np.ndarray, int], dict]]:
   """(FD metric name, fn(fake_uint8, step) → record) against the training images.
 
   The extractor comes from `config.fd.extractor` ('randinit' by default, at the training
   resolution unless `fd.extractor_image_size` is set), so the metric is `fd_randinit`, never
-  'fid'; the real features are extracted once and cached by gen_metrics.
+  'fid'. `real_batches()` streams the real uint8 images; their features are extracted once, at
+  the first call, and kept (the images are not).
   """
   from prepnet_jax.eval import gen_metrics
   spec = config.fd.extractor
@@ -164,10 +171,14 @@ def make_metric_hook(config, real_uint8: np.ndarray) -> tuple[str, Callable[[np.
   extractor = gen_metrics.get_extractor(spec, **kwargs)
   fd_name = gen_metrics.metric_name("fd", extractor)
   dataset = f"{config.data.train}:{config.data.train_split}:{config.data.label_key}{list(config.data.class_filter)}"
-  metrics = tuple(config.fd.metrics)
+  options = gen_metrics.MetricOptions(metrics=tuple(config.fd.metrics))
+  real = None
 
   def evaluate(fake_uint8: np.ndarray, step: int) -> dict:
-    records = gen_metrics.evaluate(real_uint8, fake_uint8, extractor, dataset=dataset, metrics=metrics)
+    nonlocal real
+    if real is None:
+      real = gen_metrics.streamed_real_stats(real_batches(), extractor, dataset=dataset, options=options)
+    records = gen_metrics.evaluate(real, fake_uint8, extractor, dataset=dataset, metrics=options.metrics)
     return {"step": int(step), **gen_metrics.as_scalars(records), "records": records}
 
   return fd_name, evaluate
@@ -188,16 +199,18 @@ def fit(config, workdir: str, family: Family, mesh) -> dict:
   rundir.write_config(config, workdir, overwrite=False)
   batch_size, k = int(config.batch_size), family.batches_per_step
   sharding.local_batch_size(batch_size, mesh)
-  real, train_source, train_pre = load_training_images(config)
-  real_images, real_labels = real.arrays["image"], real.arrays["label"]
+  images = load_training_images(config)
+  train_source, labels = images.train_source, images.labels
   fraction = float(config.data.balance_fraction)
   balance = ("label", 1, fraction) if fraction else None
   if len(train_source) < batch_size:  # tiny per-class sets: repeat them (the thesis samples with replacement)
     train_source = pipeline.ConcatSource([train_source], repeats=[-(-batch_size // len(train_source))])
-  dataset = pipeline.train_dataset(train_source, train_pre, batch_size, seed=int(config.seed), balance=balance)
+  dataset = pipeline.train_dataset(train_source, images.train_preprocess, batch_size, seed=int(config.seed),
+                                   balance=balance)
+  check_image_range(dataset[0]["image"], config)
   print(f"[{family.name}] on {config.data.train}:{config.data.train_split} "
-        f"({len(real_images)} images, labels {np.bincount(real_labels).tolist()}), "
-        f"{real_images.shape[1]}², {jax.device_count()} device(s)", flush=True)
+        f"({len(labels)} images, labels {np.bincount(labels).tolist()}), "
+        f"{int(config.preprocess.image_size)}², {jax.device_count()} device(s)", flush=True)
 
   state = family.init_state(jax.random.key(int(config.seed)))
   ckpt = open_checkpointer(workdir, config)
@@ -205,7 +218,7 @@ def fit(config, workdir: str, family: Family, mesh) -> dict:
                                           resume_step=int(config.resume_step))
   print(f"[{family.name}] {how}", flush=True)
   state = sharding.replicate(state, mesh)
-  iterator = pipeline.make_iterator(dataset, meta.get("iterator"))
+  iterator = pipeline.make_iterator(dataset, meta.get("iterator"), pipeline.loader_options(config.data))
   fd_history = list(meta.get("fd_history", []))
 
   num_steps = int(config.num_steps)
@@ -217,11 +230,19 @@ def fit(config, workdir: str, family: Family, mesh) -> dict:
   grid_z = generators.latents(int(config.seed) + 1, num_grid, family.latent_dim)
   grid_y = generators.grid_labels(num_grid, family.num_classes, ncols)
   fd_enabled = bool(config.fd.enabled)
-  real_u8 = to_uint8(real_images[:int(config.fd.num_real)] if int(config.fd.num_real) > 0 else real_images)
-  fd_name, fd_hook = make_metric_hook(config, real_u8) if fd_enabled else ("", None)
+  num_real = int(config.fd.num_real)
+  real_source = images.real_source
+  if 0 < num_real < len(real_source):
+    real_source = pipeline.SubsetSource(real_source, np.arange(num_real))
+
+  def real_batches():
+    return generators.uint8_batches(real_source, images.real_preprocess,
+                                    options=pipeline.loader_options(config.data))
+
+  fd_name, fd_hook = make_metric_hook(config, real_batches) if fd_enabled else ("", None)
   num_fake = int(config.fd.num_fake)
   fd_z = generators.latents(int(config.seed) + 2, num_fake, family.latent_dim)
-  fd_y = np.resize(real_labels, num_fake).astype(np.int32) if family.num_classes else np.zeros(num_fake, np.int32)
+  fd_y = np.resize(labels, num_fake).astype(np.int32) if family.num_classes else np.zeros(num_fake, np.int32)
 
   def checkpoint(step: int) -> None:
     if fd_enabled and not any(r["step"] == step for r in fd_history):
@@ -229,7 +250,7 @@ def fit(config, workdir: str, family: Family, mesh) -> dict:
       fd_history.append(record)
       writer.write_scalars(step, {name: v for name, v in record.items() if name not in ("step", "records")})
       print(f"[{family.name}] step {step}: {fd_name}={record[fd_name]:.4g} (noise floor "
-            f"{record.get(fd_name + '_noise_floor', float('nan')):.4g}; N_real={len(real_u8)}, N_gen={num_fake})",
+            f"{record.get(fd_name + '_noise_floor', float('nan')):.4g}; N_real={len(real_source)}, N_gen={num_fake})",
             flush=True)
       rundir.write_report(workdir, "fd_history", {"metric": fd_name, "history": fd_history})
     meta = {"iterator": iterator.get_state(), "fd_history": fd_history}

@@ -48,11 +48,11 @@ def origin_classifier_accuracy(config, train_images, train_domains, test_images,
                                        float(dc.origin_width), config.optim.img, spe, int(dc.origin_epochs))
   state = sharding.replicate(create_train_state(model, tx, jax.random.key(int(config.seed) + 7),
                                                 jnp.zeros((1,) + train_images.shape[1:])), mesh)
-  it = pipeline.make_iterator(pipeline.train_dataset(source, lambda e, r: e, bs, seed=int(config.seed) + 7))
+  it = pipeline.make_iterator(pipeline.train_dataset(source, pipeline.identity, bs, seed=int(config.seed) + 7))
   for _ in range(spe * int(dc.origin_epochs)):
     state, _ = classifier.train_step(state, sharding.shard_batch(next(it), mesh), None)
   test = pipeline.ArraySource({"image": test_images.astype(np.float32), "label": test_domains.astype(np.int32)})
-  logits, labels = classify.predict_logits(state, test, lambda e, r: e, bs, mesh)
+  logits, labels = classify.predict_logits(state, test, pipeline.identity, bs, mesh)
   m = metrics_lib.classification_metrics(labels, classify.logits_to_probs(logits))
   return {"balanced_accuracy": m["balanced_accuracy"], "accuracy": m["accuracy"], "chance": 1.0 / num_domains}
 

@@ -25,9 +25,6 @@ from prepnet_jax.tasks.prepnet import phase_progress, rows, schedules, steps
 from prepnet_jax.tasks.prepnet.training_data import Data
 
 
-def _identity(example, rng):
-  return example
-
 
 def _sigmoid(x):
   return 1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))
@@ -171,7 +168,7 @@ class RowRun:
 
   # -- AE / E_img phases: each takes (curve name, epochs, batch-order salt)
   def ae_rec_epochs(self, curve: str, n_epochs: int, salt: int) -> None:
-    it = self._batches(self.data.all_train, _identity, salt)
+    it = self._batches(self.data.all_train, pipeline.identity, salt)
     def run(_):
       outs = []
       for _ in range(self.steps_all):
@@ -181,7 +178,7 @@ class RowRun:
     self._epochs(curve, n_epochs, run, ("ae",), [it])
 
   def img_epochs(self, curve: str, n_epochs: int, salt: int) -> None:
-    it = self._batches(self.data.all_train, _identity, salt)
+    it = self._batches(self.data.all_train, pipeline.identity, salt)
     def run(_):
       outs = []
       for _ in range(self.steps_all):
@@ -197,7 +194,7 @@ class RowRun:
 
   def adversarial_epochs(self, curve: str, n_epochs: int, salt: int) -> None:
     """Phase 3: every epoch runs rec → img → forget (each a full pass, or alternating per batch)."""
-    its = [self._batches(self.data.all_train, _identity, salt + k) for k in range(3)]
+    its = [self._batches(self.data.all_train, pipeline.identity, salt + k) for k in range(3)]
     per_batch = self.config.adversarial_alternation == "batch"
     def run(_):
       outs = []
@@ -244,8 +241,8 @@ class RowRun:
 
   def diagnostic_ae_epochs(self, curve: str, n_epochs: int, salt: int, cov_key: str, members: list[int]) -> None:
     """Exp. 6: AE-only training against the fixed E_img; the fixed E_cov is monitored each epoch."""
-    it = self._batches(self.data.all_train, _identity, salt)
-    img_it = self._batches(self.data.all_train, _identity, salt + 1)
+    it = self._batches(self.data.all_train, pipeline.identity, salt)
+    img_it = self._batches(self.data.all_train, pipeline.identity, salt + 1)
     variant = self.config.diagnostic_variant
     def run(_):
       outs = []
@@ -287,7 +284,7 @@ class RowRun:
     if ae is not None:  # cov(AE(x)) == cov applied to the cached AE(x): reconstruct once per AE state
       src, ae = self.reconstructions(ae, src), None
     out = []
-    for batch, valid in pipeline.eval_batches(src, _identity, self.eval_batch_size):
+    for batch, valid in pipeline.eval_batches(src, pipeline.identity, self.eval_batch_size):
       images = self._shard({"image": batch["image"]})["image"]
       out.append(np.asarray(sharding.to_host(steps.cov_logits(cov, ae, images, gray=self.gray_cov)))[:valid])
     return np.concatenate(out)
@@ -300,7 +297,7 @@ class RowRun:
     cache = self._recon_cache[1]
     if id(src) not in cache:
       out = []
-      for batch, valid in pipeline.eval_batches(src, _identity, self.eval_batch_size):
+      for batch, valid in pipeline.eval_batches(src, pipeline.identity, self.eval_batch_size):
         images = self._shard({"image": batch["image"]})["image"]
         out.append(np.asarray(sharding.to_host(steps.reconstruct(ae, images)))[:valid])
       cache[id(src)] = (src, pipeline.ArraySource({"image": np.concatenate(out)}))
@@ -315,7 +312,7 @@ class RowRun:
     if mode in ("joint", "end_to_end"):  # these update the AE: train a copy (the caller restores it)
       ae = sharding.replicate(jax.device_get(self.ae), self.mesh)
     it = self._batches(source, pre, 100 + salt)
-    its = [self._batches(self.data.all_train, _identity, 200 + salt + k) for k in range(3)]
+    its = [self._batches(self.data.all_train, pipeline.identity, 200 + salt + k) for k in range(3)]
     n_steps = pipeline.steps_per_epoch(source, self.bs)
     cw = config.cov_class_weights
     cw = None if cw == "none" else jnp.asarray(pipeline.class_weights(pipeline.column(source, "label"), 2, cw))

@@ -40,7 +40,7 @@ class Data:
       sources = [self.raw_train[d] for d in members]
       return pipeline.ConcatSource(sources, domains=members, repeats=repeats), train_pre
     return (pipeline.ConcatSource([self.splits[(d, "train")] for d in members], domains=members, repeats=repeats),
-            lambda ex, rng: ex)
+            pipeline.identity)
 
   def val(self, members: list[int]):
     """The validation splits of `members` (one object per set, so its AE outputs can be cached)."""

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 
 from prepnet_jax.data import diffaugment, pipeline
+from prepnet_jax.eval import generators
 from prepnet_jax.runtime import rundir, writers
 from prepnet_jax.tasks.stylegan2 import steps
 
@@ -23,21 +24,25 @@ HISTORY = "metrics_history"
 class Snapshotter:
   """Metrics, leak check and sample grids at one kimg; keeps reports/metrics_history.json."""
 
-  def __init__(self, config, setup: steps.Setup, workdir: str, reals: pipeline.ArraySource, writer):
+  def __init__(self, config, setup: steps.Setup, workdir: str, reals, preprocess: pipeline.Preprocess, writer):
+    """`reals`/`preprocess`: the training set as the input pipeline reads it (examples with a [-1, 1]
+    `image` and a `label`); its images are streamed once, at the first snapshot with metrics."""
     self.config, self.setup, self.writer = config, setup, writer
     self.workdir = workdir
     self.reports = rundir.reports_dir(workdir)
     self.history_path = os.path.join(self.reports, f"{HISTORY}.json")
     eval_cfg = config.eval
-    self.labels = reals.column("label")
+    self.labels = pipeline.column(reals, "label")
     num_real = int(eval_cfg.num_real) or len(reals)
-    pick = np.random.default_rng(int(config.seed)).permutation(len(reals))[:num_real]
-    self.reals_uint8 = writers.to_uint8(reals.column("image")[np.sort(pick)], (-1.0, 1.0))
+    if num_real < len(reals):  # a fixed random subset, in dataset order
+      pick = np.random.default_rng(int(config.seed)).permutation(len(reals))[:num_real]
+      reals = pipeline.SubsetSource(reals, np.sort(pick))
+    self.reals, self.preprocess = reals, preprocess
     key = jax.random.PRNGKey(int(eval_cfg.latent_seed))
     self.grid_key, self.metric_key = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
     self.dataset = f"{config.data.train}:{config.data.train_split}:class_filter={config.data.class_filter}"
     self.extractor = None
-    self.real_leaks = diffaugment.leak_fractions(self.reals_uint8, setup.augment) if eval_cfg.leak_check else {}
+    self.real_stats, self.real_leaks = None, {}
 
   def get_extractor(self):
     """The named feature extractor (built once); 'randinit' sees images at `extractor_image_size`."""
@@ -50,6 +55,29 @@ class Snapshotter:
                       image_size=int(eval_cfg.extractor_image_size) or self.setup.hp.resolution)
       self.extractor = gen_metrics.get_extractor(spec, **kwargs)
     return self.extractor
+
+  def load_real_stats(self):
+    """Features of the real images (and their DiffAugment leak fractions), from one streamed pass
+    over them: only their features stay in memory."""
+    if self.real_stats is None:
+      from prepnet_jax.eval import gen_metrics
+      leaks, total = {}, 0
+
+      def batches():
+        nonlocal total
+        for images in generators.uint8_batches(self.reals, self.preprocess,
+                                               options=pipeline.loader_options(self.config.data)):
+          if self.config.eval.leak_check:  # per-batch fractions → counts of images
+            for k, v in diffaugment.leak_fractions(images, self.setup.augment).items():
+              leaks[k] = leaks.get(k, 0) + round(v * len(images))
+          total += len(images)
+          yield images
+
+      options = gen_metrics.MetricOptions(metrics=tuple(self.config.eval.metrics))
+      self.real_stats = gen_metrics.streamed_real_stats(batches(), self.get_extractor(), dataset=self.dataset,
+                                                        options=options)
+      self.real_leaks = {k: count / total for k, count in leaks.items()}
+    return self.real_stats
 
   def load_history(self, kimg: float) -> list[dict]:
     """History up to `kimg` (entries from after the restored checkpoint are dropped)."""
@@ -67,7 +95,7 @@ class Snapshotter:
     if int(eval_cfg.num_generated) > 0:
       fakes = steps.generate_uint8(self.setup, state, self.metric_key, int(eval_cfg.num_generated), self.labels,
                              float(eval_cfg.truncation_psi))
-      records = gen_metrics.evaluate(self.reals_uint8, fakes, self.get_extractor(),
+      records = gen_metrics.evaluate(self.load_real_stats(), fakes, self.get_extractor(),
                                      dataset=self.dataset, metrics=tuple(eval_cfg.metrics))
       record.update(gen_metrics.as_scalars(records))
       record["records"] = records

@@ -17,12 +17,14 @@ import dataclasses
 import math
 import os
 import time
+from typing import Any
 
 import jax
 import numpy as np
 from absl import logging
 
-from prepnet_jax.data import datasets, diffaugment, pipeline, transforms
+from prepnet_jax.data import diffaugment, pipeline
+from prepnet_jax.eval import generators
 from prepnet_jax.runtime import checkpointing, checks, precision, rundir, sharding, writers
 from prepnet_jax.models.stylegan2_hparams import ARCH_FIELDS, Hparams, resolve_hparams
 from prepnet_jax.tasks.stylegan2.snapshots import Snapshotter
@@ -30,19 +32,17 @@ from prepnet_jax.tasks.stylegan2.steps import Setup, create_state, make_setup, t
 
 # --- data ------------------------------------------------------------------------------------------
 
-def load_training_images(config, hp: Hparams) -> pipeline.ArraySource:
-  """The GAN's training set: resized, `channels` channels, [-1, 1], materialised once."""
-  data_cfg = config.data
-  source = datasets.training_source(data_cfg)
-  label_key = data_cfg.label_key
-  preprocess = transforms.make_preprocess(
-      {**config.preprocess.to_dict(), "image_size": hp.resolution, "channels": hp.channels}, training=False)
-  data = pipeline.materialize(source, preprocess, seed=int(config.seed))
-  labels = data.column(label_key).astype(np.int32)
+def load_training_images(config, hp: Hparams) -> tuple[Any, pipeline.Preprocess]:
+  """(source, preprocess) of the GAN's training set: examples {'image': float32 (R, R, C) in
+  [-1, 1], 'label': int32}, kept preprocessed in memory when they fit in `config.data.cache_mb`,
+  else read and preprocessed on every access (`pipeline.cache_if_small`). The labels are checked
+  without decoding an image."""
+  source, preprocess = generators.training_set(config.data, config.preprocess, hp.resolution, hp.channels)
+  labels = pipeline.column(source, "label")
   if hp.c_dim and (labels.min() < 0 or labels.max() >= hp.c_dim):
-    raise ValueError(f"labels '{label_key}' span {labels.min()}..{labels.max()}, outside "
+    raise ValueError(f"labels '{config.data.label_key}' span {labels.min()}..{labels.max()}, outside "
                      f"0..{hp.c_dim - 1} (config.data.num_classes={hp.c_dim})")
-  return pipeline.ArraySource({"image": data.column("image").astype(np.float32), "label": labels})
+  return pipeline.cache_if_small(source, preprocess, float(config.data.cache_mb), seed=int(config.seed))
 
 
 def check_batch(batch: dict, hp: Hparams) -> None:
@@ -78,7 +78,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   setup = make_setup(hp, augment, mesh, precision.compute_dtype(config))
   rundir.write_config(config, workdir, overwrite=False)  # what eval.generators rebuilds G from
   writer = writers.create_writer(workdir)
-  reals = load_training_images(config, hp)
+  reals, preprocess = load_training_images(config, hp)
   print(f"[stylegan2] preset={config.preset} {hp.resolution}²×{hp.channels} on {config.data.train} "
         f"({len(reals)} images, class_filter={config.data.class_filter}, c_dim={hp.c_dim}); "
         f"DiffAugment ops: {augment.describe(hp.channels)}; batch {hp.batch_size}, "
@@ -89,9 +89,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
   state = sharding.replicate(state, mesh)
   start = int(jax.device_get(state.step))
   print(f"[stylegan2] {how} (step {start}, {start * hp.batch_size / 1000:g} kimg)", flush=True)
-  dataset = pipeline.train_dataset(reals, lambda ex, rng: ex, hp.batch_size, seed=int(config.seed))
-  iterator = pipeline.make_iterator(dataset, meta.get("data_iterator"))
-  snapshot = Snapshotter(config, setup, workdir, reals, writer)
+  dataset = pipeline.train_dataset(reals, preprocess, hp.batch_size, seed=int(config.seed))
+  iterator = pipeline.make_iterator(dataset, meta.get("data_iterator"), pipeline.loader_options(config.data))
+  snapshot = Snapshotter(config, setup, workdir, reals, preprocess, writer)
   history = snapshot.load_history(start * hp.batch_size / 1000.0)
   total_steps = int(math.ceil(hp.total_kimg * 1000 / hp.batch_size))
   snapshot_steps = max(1, int(round(hp.snapshot_kimg * 1000 / hp.batch_size)))
