@@ -32,12 +32,13 @@ The summary line per size names the bottleneck: the slower of the train step and
 the default `LoaderOptions()`, with the best loader setting beside it. On a CPU-only machine both
 share the same cores, so a fed train step runs slower than either number alone.
 
-What it gave (2 CPU cores, load 1.1 rising to 3.9 as other tests started, 2026-12-06): the
-ResNet18 train step takes 5.2 img/s at 224² and 2.0 at 480² (batch 16); the loader at its default
-options (2 threads, no worker process) delivers 363 / 172 img/s (phantom PNG / 512² JPEG) at 224²
-and 102 / 90 at 480²: on CPU the train step is the bottleneck by 33-70x. Two worker processes
-help at 224² (412 / 282 img/s) and start in ~1.7-2 s with ~260 MB each; at 480² threads alone are
-as fast. Rows spread by up to 2x between runs on a shared machine: compare within one invocation.
+What it gave (2 CPU cores, load 1.1 rising to 4 as the larger rows ran, 2026-12-06): the ResNet18
+train step takes 9.5 img/s at 224² and 1.9 at 480² (batch 16); the loader at its default options
+(2 threads, no worker process) delivers 359 / 237 img/s (phantom PNG / 512² JPEG) at 224² and
+100 / 83 at 480²: on CPU the train step is the bottleneck by 25-53x. 2 threads beat 1 by 1.6-2x
+(2 cores); 4 threads add nothing. Two worker processes help a little at 224² (407 / 270 img/s) and
+cost ~2 s to start and ~260 MB each; at 480² threads alone are as fast. Rows spread by up to 2x
+between runs on a shared machine: compare within one invocation.
 """
 
 from __future__ import annotations
