@@ -7,6 +7,7 @@
 # Run it inside the virtual environment (or Python) the tests will use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+python -m pip install --quiet --upgrade pip
 python -m pip install --quiet -r requirements.txt -r requirements-test.txt
 if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
   SUDO=""
