@@ -15,6 +15,10 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+# TensorFlow's and XLA's C++ start-up banners (oneDNN, CPU instructions): errors only, unless the
+# user chose a level. Set before anything loads their libraries.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard events and reports.")
 config_flags.DEFINE_config_file("config", None, "ml-collections config file.", lock_config=True)
@@ -38,6 +42,10 @@ class _QuietOrbax(std_logging.Filter):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not FLAGS["verbosity"].present:
+    # The job prints one line per event (progress with ETA, tables); absl's INFO records would
+    # repeat them (clu's logging writer, progress) among library chatter. --verbosity=0 shows them.
+    logging.set_verbosity(logging.WARNING)
   logging.get_absl_handler().addFilter(_QuietOrbax())
   config = FLAGS.config
   from prepnet_jax import tasks
