@@ -141,6 +141,7 @@ def fit(config, workdir: str, train_source, val_source, *, mesh=None, writer=Non
         meta.update(iterator=iterator.get_state(), history=history, step_losses=step_losses,
                     plateau=plateau.state_dict() if plateau else {})
         ckpt.save(step, jax.device_get(state), meta)
+  iterator.close()  # its loader threads end with the training, not when the collector runs
   if start < total_steps:
     logging.info("%s: trained %d steps in %.1fs", name, total_steps - start, time.time() - t0)
   if best_ckpt.latest_step() is not None:
