@@ -96,10 +96,6 @@ def run_main(config_path: str, workdir, *overrides, devices: int = 1, processes:
   cmd = [sys.executable, os.path.join(REPO, "main.py"), f"--config={config_path}", f"--workdir={workdir}",
          *overrides]
   if processes > 1:
-    # jax.distributed programs stay out of the suite's shared compilation cache (tests/conftest.py):
-    # full-suite runs with them writing there lost a pytest worker to a segfault in XLA's compile
-    # and cache-write path (3 of 4 runs; cause not isolated).
-    env["JAX_COMPILATION_CACHE_DIR"] = os.path.join(str(workdir), "jax_cache")
     with socket.socket() as s:
       s.bind(("127.0.0.1", 0))
       port = s.getsockname()[1]
