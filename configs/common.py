@@ -59,6 +59,11 @@ def data(train, eval_: Sequence[str] = (), **fields) -> ml_collections.ConfigDic
   d.label_key = "label"             # 'label3' for normal/pneumonia/COVID
   d.num_classes = 2
   d.class_names = ("non-COVID", "COVID")
+  # `folder:<path>` datasets: labels follow class_names, whatever the folders' sorted order. {} =
+  # each class takes the sub-folder with its name, ignoring case (then also '-', '_', spaces);
+  # else every sub-folder -> a class name ('' leaves it out), e.g. {'normal': 'non-COVID',
+  # 'covid': 'COVID'}. A training job stores the resolved mapping here in its config.json.
+  d.class_folders = {}
   d.phantom_backend = "tfds"        # prepared once into tfds_dir; 'memory' generates it on the fly (tests)
   d.phantom_seed = 0
   d.phantom_overrides = {}

@@ -7,7 +7,18 @@
   python main.py --config=configs/gen_metrics.py --workdir=runs/gen_metrics_sg2 \
       --config.generated.workdir=runs/sg2_covid --config.real.labels='(1,)'
 
-Real set: the phantom's 'covidx' CXR site, train split (a per-class generator:
+Folder vs folder, every image of both, each resized straight to 299 (as clean-fid's
+`compare_folders` and pytorch-fid do), with the real FID weights:
+  python main.py --config=configs/gen_metrics.py --workdir=runs/fid_folders \
+      --config.generated.folder=<generated images> --config.real.folder=<real images> \
+      --config.generated.num_images=0 --config.real.max_images=0 \
+      --config.real.match_generated=False --config.extractors=inception \
+      --config.allow_fallback=False --config.inception.weights_path=pt_inception-2015-12-05.npz
+add --config.inception.resize_mode=legacy_pytorch (pytorch-fid's numbers, records named
+fid_legacy_pytorch, ...) or legacy_tensorflow (TTUR's, fid_legacy_tensorflow) to compare with
+numbers published with those tools; the default 'clean' is clean-fid's (records named fid, ...).
+
+Real set (unless real.folder): the phantom's 'covidx' CXR site, train split (a per-class generator:
 --config.real.labels='(1,)'; another set: --config.data.train=<dataset> --config.data.train_split=<split>). Extractors: 'inception' (real FID; needs a local weights file,
 --config.inception.weights_path=pt_inception-2015-12-05.npz, see
 prepnet_jax/models/inception_v3.py for how to make it) and 'randinit'. Without the weights
@@ -40,9 +51,10 @@ def get_config():
   c.generated.noise_mode = "random"     # StyleGAN2 noise: 'random' (as stylegan2-ada's metrics) | 'const' | 'none'
 
   # The real set: split `data.train_split` of `data.train` (was real.dataset / real.split /
-  # real.label_key), and how it is filtered and matched.
+  # real.label_key), or a folder of images, and how it is filtered and matched.
   c.data = common.data("phantom_cxr/covidx")
   c.real = ml_collections.ConfigDict()
+  c.real.folder = ""                    # a folder of real images (recursive) instead of `data.train`
   c.real.labels = ()                    # class filter, e.g. (1,) = COVID positives only
   c.real.max_images = 2000              # seeded random subset when larger; 0 = all
   c.real.match_generated = True         # resize reals to the generated size/channels first
@@ -55,6 +67,10 @@ def get_config():
   c.inception = ml_collections.ConfigDict()
   c.inception.weights_path = ""         # .npz/.safetensors (pytorch-fid names) or Keras .h5
   c.inception.sha256 = ""               # checked when set
+  # Resize to 299 (clean-fid's mode names): 'clean' (clean-fid: PIL bicubic, antialiased) |
+  # 'legacy_pytorch' (pytorch-fid: torch bilinear, its 2x/255-1 input) | 'legacy_tensorflow'
+  # (TTUR: TF1 resize_bilinear). A legacy mode suffixes the names: fid_legacy_pytorch, ...
+  c.inception.resize_mode = "clean"
   c.randinit = ml_collections.ConfigDict()
   c.randinit.seed = 0
   c.randinit.image_size = 128

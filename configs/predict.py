@@ -14,17 +14,22 @@ Probabilities use the temperature the training job fitted on the model's validat
 (<model dir>/reports/calibration.json; the summary names the file), unless `temperature` > 0.
 
 `inputs`: comma-separated files and folders (PNG/JPEG, DICOM, NIfTI; the type is read from the
-content), or 'phantom:ct' / 'phantom:cxr', which first exports a few phantom images of unseen
-patients in every format to <workdir>/phantom_inputs and predicts those. Writes, under
-<workdir>/predictions: one JSON per input (calibrated probabilities), a Grad-CAM overlay PNG per
-image (per slice for volumes), with a PrepNet AE also the normalised image beside the original,
-predictions.csv over all inputs and summary.json (n ok / n failed with reasons). A few seconds
+content; a folder's single-slice CT DICOM files of one series are one volume, sorted by slice
+position), or 'phantom:ct' / 'phantom:cxr', which first exports a few phantom images of unseen
+patients in every format to <workdir>/phantom_inputs and predicts those. `inputs_file`: a text
+file with one such path per line (for names with commas), used together with `inputs`:
+  --config.inputs_file=scans.txt
+Writes, under <workdir>/predictions: one JSON per input (calibrated probabilities, reading notes
+and warnings), a Grad-CAM overlay PNG per image (per slice for volumes), with a PrepNet AE also
+the normalised image beside the original, predictions.csv over all inputs and summary.json
+(counts, every input and folder entry as ok / failed / skipped with its reason). A bad file never
+stops the job; the reading rules and limits are in prepnet_jax/data/readers. A few seconds
 on CPU after the model is loaded.
 """
 
 import ml_collections
 
-from prepnet_jax.data import nifti
+from prepnet_jax.data import readers
 
 
 def get_config():
@@ -38,15 +43,23 @@ def get_config():
   c.prepnet_row = ""            # prepnet: '' = the row 'PrepNet', else its first row with an AE
   c.train_site = ""             # prepnet: E_cov's COVID training set ('sars', 'sars+ucsd'); '' = the first
   c.inputs = ""                 # 'a.png,scans/,b.nii.gz' or 'phantom:ct' / 'phantom:cxr'
+  c.inputs_file = ""            # a text file: one input path per line (names may hold commas)
   c.temperature = 0.0           # 0: the fitted T of <model dir>/reports/calibration.json if present, else 1
   c.gradcam_layer = ""          # '' = the model's last conv stage; e.g. 'conv4' (ResNet), 'block4' (VGG)
   c.cam_alpha = 0.4             # Grad-CAM overlay opacity
-  c.min_side = 32               # images with a side outside [min_side, max_side] px are refused
-  c.max_side = 8192
-  c.dicom_window = ()           # () = the header's WindowCenter/Width; (level, width) overrides it
+  # Reading limits (data/readers), checked from the header before decoding; the defaults are the
+  # ones training folders are read with (readers.MIN_SIDE, MAX_SIDE, MAX_PIXELS, MAX_VOXELS).
+  c.min_side = readers.MIN_SIDE   # 32: images with a side outside [min_side, max_side] px are refused
+  c.max_side = readers.MAX_SIDE   # 8192
+  c.max_pixels = readers.MAX_PIXELS  # 25·10⁶ decoded pixels per image or DICOM frame
+  c.max_voxels = readers.MAX_VOXELS  # 512³ values per volume (NIfTI, DICOM series) or multi-frame DICOM
+  # DICOM grey levels (prepnet_jax/data/readers/dicom.py): () = CT (also DICOM series) windowed as the
+  # model was trained (its preprocess.ct_window, else the lung window), X-rays by the header's VOI
+  # LUT / window (pydicom); (level, width) = this linear window for every DICOM instead.
+  c.dicom_window = ()
   # NIfTI CT volumes: the MosMed loader's slices (data/ct_datasets.MosmedConfig defaults).
   c.nifti = ml_collections.ConfigDict(dict(
-      positions=nifti.THESIS_POSITIONS, window=nifti.LUNG_WINDOW, rotate_k=1, crop=(25, 45),
+      positions=readers.THESIS_POSITIONS, window=readers.LUNG_WINDOW, rotate_k=1, crop=(25, 45),
       flip_ud=False))
   # Optional: a PrepNet run's AE (row prepnet_row, seed model_seed) in front of a classifier that
   # was trained on AE-normalised CT images ('' = none). PrepNet's own AE + E_cov pipeline is the

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging as std_logging
 import os
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -18,6 +19,10 @@ from ml_collections import config_flags
 # TensorFlow's and XLA's C++ start-up banners (oneDNN, CPU instructions): errors only, unless the
 # user chose a level. Set before anything loads their libraries.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow 2.21 prints its "oneDNN custom operations are on" notice whatever the level above.
+# Its oneDNN kernels never touch the jobs' numbers (JAX computes; TF only prepares TFDS data and
+# writes TensorBoard files), so they are off unless the user sets the variable.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard events and reports.")
@@ -55,20 +60,29 @@ def main(argv):
     tf.config.set_visible_devices([], "GPU")
   import jax
 
-  from prepnet_jax.runtime import jax_settings
+  from prepnet_jax.runtime import checkpointing, config_checks, jax_settings, rundir
+  from prepnet_jax.tasks.config_vocabularies import VOCABULARIES
   if FLAGS.distributed or FLAGS.coordinator_address or FLAGS.num_processes or FLAGS.process_id is not None:
     jax_settings.initialize_distributed(
         FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
         [int(i) for i in FLAGS.local_device_ids] if FLAGS.local_device_ids else None)
   jax_settings.configure()
   runner = tasks.get_runner(config.task)  # fail fast on an unknown task, before any work
+  try:  # every field in its allowed range before any work: one line per bad field, no traceback
+    config_checks.validate(config, VOCABULARIES)
+  except config_checks.ConfigError as e:
+    sys.exit(str(e))
   logging.info("JAX process %d/%d, local devices: %s", jax.process_index(), jax.process_count(),
                jax.local_devices())
   os.makedirs(FLAGS.workdir, exist_ok=True)
   if jax.process_index() == 0:
     with open(os.path.join(FLAGS.workdir, "config.json"), "w") as f:
       json.dump(config.to_dict(), f, indent=2, default=str)
-  runner(config, FLAGS.workdir)
+  try:
+    runner(config, FLAGS.workdir)
+  except checkpointing.CheckpointCorruptError as e:  # names each bad checkpoint and why
+    sys.exit(f"[checkpoint] {e}")
+  rundir.write_index(FLAGS.workdir)  # one page of the run's tables and figures (process 0)
 
 
 def run() -> None:

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from prepnet_jax.data import ct_datasets, export_ct, nifti, phantom, splits, transforms
+from prepnet_jax.data import ct_datasets, export_ct, phantom, splits, transforms
+from prepnet_jax.data.readers import nifti
 from prepnet_jax.data.image_folder import CorruptImageError
 
 tfds.disable_progress_bar()

@@ -256,6 +256,7 @@ def _job_config(tmp_path, **overrides):
     for i, img in enumerate(_images(10 + len(label), 30, size=40)):
       Image.fromarray(img[..., 0]).save(real_root / label / f"{label}_patient{i}.png")
   c.data.train = f"folder:{real_root}"
+  c.data.class_folders = {"normal": "non-COVID", "covid": "COVID"}  # labels follow data.class_names
   for key, value in overrides.items():
     node = c
     *path, last = key.split(".")

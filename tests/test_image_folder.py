@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from prepnet_jax.data.image_folder import CorruptImageError, ImageFolderSource, decode_image
+from prepnet_jax.data.image_folder import ClassFolderError, CorruptImageError, ImageFolderSource, decode_image
 
 RNG = np.random.default_rng(0)
 GRAY = RNG.integers(0, 256, (20, 24), dtype=np.uint8)
@@ -97,7 +97,8 @@ def test_error_mode_names_the_file(folder):
   with pytest.raises(CorruptImageError, match=r"p07_truncated\.png"):
     ImageFolderSource(root, on_corrupt="error")
   with pytest.raises(CorruptImageError, match=r"p08_empty\.png"):
-    ImageFolderSource(root, class_names=["normal"], on_corrupt="error")
+    ImageFolderSource(root, class_names=["normal"], class_folders={"normal": "normal", "covid": ""},
+                      on_corrupt="error")
 
 
 def test_given_class_names_set_label_order(folder):
@@ -105,7 +106,7 @@ def test_given_class_names_set_label_order(folder):
   source = ImageFolderSource(root, class_names=["normal", "covid"])
   for i in range(len(source)):
     assert source.labels[i] == 1 - good[source.files[i]][0]
-  with pytest.raises(FileNotFoundError, match="viral"):
+  with pytest.raises(ClassFolderError, match="viral"):
     ImageFolderSource(root, class_names=["normal", "viral"])
 
 

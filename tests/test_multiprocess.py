@@ -96,5 +96,7 @@ def test_prepnet_two_processes_equal_one_process(tmp_path):
   assert len(exact) >= 12
   for key in exact:
     np.testing.assert_equal(a[key], b[key], err_msg=key)  # NaN (a class absent from a split) == NaN
-  events = [f for f in os.listdir(tmp_path / "two") if f.startswith("events.out.tfevents")]
+  # Written once: one TensorBoard event file (process 0) in the row/seed's run directory.
+  events = [f for f in os.listdir(tmp_path / "two" / "rows" / "prepnet" / "seed_0")
+            if f.startswith("events.out.tfevents")]
   assert len(events) == 1, events

@@ -17,7 +17,8 @@ import pytest
 from PIL import Image
 
 from helpers import load_config, tiny_classifier_config
-from prepnet_jax.data import datasets, export_ct, image_folder, nifti, phantom, transforms
+from prepnet_jax.data import datasets, export_ct, image_folder, phantom, transforms
+from prepnet_jax.data.readers import nifti
 from prepnet_jax.eval import calibration, classify, inference, prepnet_layout, trained
 from prepnet_jax.eval.metrics import as_class_probs
 from prepnet_jax.models import classifier_factory, prepnet_networks
@@ -119,10 +120,11 @@ def _ct_dicom(path, volume_ras) -> np.ndarray:
 
 
 def _monochrome1_dicom(path, image: np.ndarray, modality: str) -> np.ndarray:
-  """uint8 pixels stored inverted (MONOCHROME1) with value = 0.5·stored − 100; the identity window."""
+  """uint8 pixels stored inverted (MONOCHROME1) with value = 0.5·stored − 100; the identity window
+  (LINEAR_EXACT 127.5/255: v → v for v in 0..255; a non-CT modality, since CT ignores the header)."""
   stored = ((255 - image[..., 0].astype(np.int32) + 100) * 2).astype(np.uint16)
   predict.write_dicom(path, stored, modality, slope=0.5, intercept=-100.0, window=(127.5, 255.0),
-                      photometric="MONOCHROME1")
+                      photometric="MONOCHROME1", VOILUTFunction="LINEAR_EXACT")
   return image
 
 
@@ -153,7 +155,7 @@ def test_every_format_matches_the_evaluation_path_and_bad_files_are_reported(ct_
   Image.fromarray(jpeg[..., 0]).save(inputs / "slice.jpg", quality=90)
   expected = {"slice.png": [png], "slice.jpg": [image_folder.decode_image(inputs / "slice.jpg")]}
   expected["ct_no_extension"] = [_ct_dicom(inputs / "ct_no_extension", ras)]  # typed by content
-  expected["inverted.dcm"] = [_monochrome1_dicom(inputs / "inverted.dcm", mono, "CT")]
+  expected["inverted.dcm"] = [_monochrome1_dicom(inputs / "inverted.dcm", mono, "OT")]  # modality unknown
   shutil.copy(volume_path, inputs / "study.nii.gz")
   expected["study.nii.gz"] = [s[..., None] for s in nifti.mosmed_slices(ras)]
   (inputs / "notes.png").write_text("not an image at all\n")

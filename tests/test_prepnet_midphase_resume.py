@@ -81,7 +81,7 @@ def test_kill_inside_the_adversarial_phase_resumes_after_its_last_checkpointed_e
   printed = []
   for line in proc.stdout:
     printed.append(line)
-    if f"] adversarial epoch {KILL_AFTER}:" in line:
+    if f"] adversarial epoch {KILL_AFTER}/{ADVERSARIAL_EPOCHS} | " in line:
       proc.send_signal(signal.SIGKILL)
       break
   proc.wait()
@@ -98,7 +98,7 @@ def test_kill_inside_the_adversarial_phase_resumes_after_its_last_checkpointed_e
   # Epoch 1's checkpoint was written before epoch 2 started; epoch 2's may or may not have been.
   start = int(resumed.group(1))
   assert 1 <= start <= KILL_AFTER, out
-  assert re.findall(r"\] adversarial epoch (\d+):", out) == [str(e) for e in range(start + 1, ADVERSARIAL_EPOCHS + 1)]
+  assert re.findall(r"\] adversarial epoch (\d+)/\d+ \|", out) == [str(e) for e in range(start + 1, ADVERSARIAL_EPOCHS + 1)]
   assert "ae_warmup epoch" not in out and "img_warmup epoch" not in out
 
   # Same curves (every epoch's losses), evaluation, calibration and tables as the uninterrupted run.
@@ -121,8 +121,8 @@ def test_stop_inside_an_e_cov_phase_after_a_diagnostic_phase_resumes_exactly(tmp
   job.train_and_evaluate(config, str(tmp_path / "uninterrupted"))
 
   log = row_run.RowRun._log
-  def log_then_stop(self, phase, epoch, scalars):
-    log(self, phase, epoch, scalars)
+  def log_then_stop(self, phase, epoch, *rest):
+    log(self, phase, epoch, *rest)
     if (phase, epoch) == ("cov_ucsd", 2):
       raise _Killed
   monkeypatch.setattr(row_run.RowRun, "_log", log_then_stop)
@@ -135,5 +135,5 @@ def test_stop_inside_an_e_cov_phase_after_a_diagnostic_phase_resumes_exactly(tmp
   out = capsys.readouterr().out
   assert "resuming after phases ['ae_pretrained', 'img_warmup_pretrain', 'cov_sars', 'diagnostic_sars']" in out
   assert "cov_ucsd: resuming after epoch 1" in out
-  assert re.findall(r"\] cov_ucsd epoch (\d+):", out) == ["2"]
+  assert re.findall(r"\] cov_ucsd epoch (\d+)/\d+ \|", out) == ["2"]
   assert _row_numbers(stopped, "diagnostic") == _row_numbers(tmp_path / "uninterrupted", "diagnostic")

@@ -25,8 +25,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
-from prepnet_jax.data import nifti, splits
+from prepnet_jax.data import readers, splits
 from prepnet_jax.data.image_folder import CorruptImageError, decode_image, list_images, patient_from_regex
+from prepnet_jax.data.readers import nifti
 
 LABEL_NAMES = ("non_covid", "covid")
 SEVERITY_NAMES = ("CT-0", "CT-1", "CT-2", "CT-3", "CT-4")
@@ -80,8 +81,8 @@ class UcsdCovidCtConfig(CtConfig):
 @dataclasses.dataclass(eq=False)
 class MosmedConfig(CtConfig):
   """Slices per study (`nifti.mosmed_slices`) and which CT-k severities count as COVID."""
-  positions: tuple = nifti.THESIS_POSITIONS
-  window: tuple[float, float] = nifti.LUNG_WINDOW
+  positions: tuple = readers.THESIS_POSITIONS
+  window: tuple[float, float] = readers.LUNG_WINDOW
   rotate_k: int = 1
   flip_ud: bool = False
   crop: tuple[int, int] = (25, 45)

@@ -3,9 +3,10 @@
 Nothing is downloaded: each builder reads `manual_dir` in the layout its
 MANUAL_DOWNLOAD_INSTRUCTIONS describe and writes array_record files, so
 `tfds.data_source('covidx/v7b', ...)` gives random access for grain. Images are stored as
-decoded uint8 H x W x C (C=1 for grayscale files, 3 otherwise; see
-`image_folder.pil_to_uint8`) at their original size, because the real files mix modes and
-sizes and every model family resizes differently.
+decoded uint8 H x W x C (C=1 for grayscale files, 3 otherwise, 16-bit files by their bit depth;
+the image rules of predict, `readers.images` through `image_folder.decode_image`) at their
+original size, because the real files mix modes and sizes and every model family resizes
+differently.
 
 Splits are 'train', 'val' and 'test'. Where a dataset has no patient-level validation split,
 'val' is carved out of the official train files by patient (`splits.assign_split`), asserted

@@ -7,6 +7,12 @@ References:
   'covidx/<v2|v7b|v8b>', 'deepcovid', 'pediatric_cxr'   real CXR datasets (TFDS, manual download)
   'folder:<path>'                            a user's image folder (class sub-folders)
 
+A folder's labels follow `data.class_names`: its sub-folders are matched to them by name (or by
+`data.class_folders`; `image_folder.resolve_class_folders`), and images outside predict's side and
+pixel limits (`readers.ReadOptions()`) are skipped with the unreadable ones, each with the reason
+predict would give. A job that trains on folders records the mapping and the skipped files with
+`record_folder_labels`.
+
 The phantom is read through its TFDS builder (`config.data.phantom_backend='tfds'`, prepared
 once into `config.data.tfds_dir`) or generated in memory ('memory', used by tests and for
 size overrides). Both give the same examples and the same patient-level splits.
@@ -16,17 +22,22 @@ from __future__ import annotations
 
 import functools
 import os
+import pathlib
 from typing import Any
 
 import jax
 import numpy as np
 from absl import logging
 
-from prepnet_jax.data import pipeline, splits
+from prepnet_jax.data import image_folder, pipeline, readers, splits
+from prepnet_jax.runtime import rundir
 
 REAL_DATASETS = ("sars_cov2_ct", "ucsd_covid_ct", "mosmed", "covidx/v2", "covidx/v7b", "covidx/v8b",
                  "deepcovid", "pediatric_cxr")
 DEFAULT_TFDS_DIR = os.path.join(os.path.expanduser("~"), "tensorflow_datasets")
+FOLDER_PREFIX = "folder:"
+LABEL_MAPPING_REPORT = "label_mapping"    # reports/<name>.json of `record_folder_labels`
+SKIPPED_FILES_REPORT = "skipped_files"
 
 
 def _freeze(d: dict | None) -> tuple:
@@ -125,11 +136,37 @@ def _text_as_str(example: dict) -> dict:
 
 
 @functools.lru_cache(maxsize=8)
-def _image_folder(root: str, on_corrupt: str):
-  """One index per folder and run: building it checks every file, and each split, evaluation and
-  report asks for the folder again."""
-  from prepnet_jax.data.image_folder import ImageFolderSource
-  return ImageFolderSource(root, on_corrupt=on_corrupt)
+def _image_folder(root: str, on_corrupt: str, class_names: tuple | None, class_folders: tuple | None):
+  """One index per folder, label mapping and run: building it checks (decodes) every file, and each
+  split, evaluation and report asks for the folder again. Keyed by the resolved mapping, so a
+  config that spells it out (`record_folder_labels` stores it) finds the same index."""
+  return image_folder.ImageFolderSource(
+      root, class_names=class_names, on_corrupt=on_corrupt,
+      class_folders=dict(class_folders) if class_folders is not None else None,
+      read_options=readers.ReadOptions())
+
+
+def folder_source(ref: str, data_cfg: Any = None):
+  """The whole index of dataset 'folder:<path>' (every split), labelled by `data.class_names`
+  through `data.class_folders`; without class names (no config) each sorted sub-folder is a class."""
+  get = data_cfg.get if hasattr(data_cfg, "get") else (lambda k, d=None: d)
+  root = os.path.abspath(ref[len(FOLDER_PREFIX):])
+  if not os.path.isdir(root):
+    raise FileNotFoundError(f"dataset {ref!r}: image folder {root} does not exist")
+  class_names = get("class_names", None)
+  mapping = None
+  if class_names:
+    class_names = tuple(str(c) for c in class_names)
+    mapping = image_folder.resolve_class_folders(
+        image_folder.class_folders_in(pathlib.Path(root)), class_names,
+        dict(get("class_folders", None) or {}) or None, root)
+    mapping = tuple(sorted(mapping.items()))
+  return _image_folder(root, get("on_corrupt", "skip"), class_names or None, mapping)
+
+
+def folder_splits(source) -> np.ndarray:
+  """The split name of every example of a folder index (patient-level, as `get_source` splits)."""
+  return splits.patient_split([str(p) for p in source.column("patient")], seed=0)
 
 
 def get_source(ref: str, split: str, data_cfg: Any = None):
@@ -155,10 +192,9 @@ def get_source(ref: str, split: str, data_cfg: Any = None):
       return sources[0]
     domain = int(phantom.CT_SITES.index(site) if modality == "ct" else phantom.CXR_SITES.index(site))
     return pipeline.ConcatSource(sources, domains=[domain] * len(sources))
-  if ref.startswith("folder:"):
-    source = _image_folder(os.path.abspath(ref[len("folder:"):]), get("on_corrupt", "skip"))
-    patients = [str(p) for p in source.column("patient")]
-    keep = np.flatnonzero(splits.patient_split(patients, seed=0) == split)
+  if ref.startswith(FOLDER_PREFIX):
+    source = folder_source(ref, data_cfg)
+    keep = np.flatnonzero(folder_splits(source) == split)
     return pipeline.SubsetSource(source, keep)
   name, _, config = ref.partition("/")
   if ref not in REAL_DATASETS and name not in REAL_DATASETS:
@@ -191,3 +227,58 @@ def training_source(data_cfg):
     raise ValueError(f"no training images in {data_cfg.train}:{data_cfg.train_split} with "
                      f"{data_cfg.label_key} in {labels}; check config.data.class_filter")
   return source
+
+
+def record_folder_labels(config, workdir: str) -> dict | None:
+  """Records how the job's `folder:` datasets (`data.train`, `data.eval`) were labelled and read.
+
+  Writes `reports/label_mapping.json` (+ .md: per dataset, class index -> name -> folders and
+  the images per class and split) and `reports/skipped_files.json` (every file left out, with
+  the reason), prints one line per folder, and stores the resolved folder -> class mapping as
+  `config.data.class_folders` in `config` and the run's config.json, so predict, serve, the
+  evaluation and a rerun use the same names. Returns the label mapping report; None (nothing
+  written) when the job reads no folder.
+  """
+  train = config.data.train
+  refs = [train] if isinstance(train, str) else list(train)
+  refs = list(dict.fromkeys(r for r in refs + list(config.data.eval) if r.startswith(FOLDER_PREFIX)))
+  if not refs:
+    return None
+  class_names = [str(c) for c in config.data.class_names]
+  mapping, skipped, resolved = {}, {}, {}
+  for ref in refs:
+    source = folder_source(ref, config.data)
+    split_of = folder_splits(source)
+    labels = np.asarray(source.labels, np.int64)
+    classes = []
+    for label, name in enumerate(class_names):
+      counts = {s: int(np.sum((labels == label) & (split_of == s))) for s in splits.SPLITS}
+      classes.append({"label": label, "name": name,
+                      "folders": [f for f, c in source.class_folders.items() if c == name],
+                      "images": {**counts, "all": int(np.sum(labels == label))}})
+    left_out = [f for f, c in source.class_folders.items() if not c]
+    mapping[ref] = {"root": str(source.root), "classes": classes, "left_out_folders": left_out,
+                    "skipped_files": len(source.skipped)}
+    skipped[ref] = {"root": str(source.root), "kept": len(source), "skipped": [
+        {"file": os.path.relpath(path, source.root), "reason": reason} for path, reason in source.skipped]}
+    resolved.update(source.class_folders)
+    folders = ", ".join(f"{c['label']}={c['name']}<-{'+'.join(c['folders'])} ({c['images']['all']})"
+                        for c in classes)
+    print(f"[data] {ref}: {folders}; {len(source.skipped)} file(s) skipped"
+          + (f", left out folders {left_out}" if left_out else ""), flush=True)
+  report = {"class_names": class_names, "class_folders": resolved, "datasets": mapping}
+  rows = [f"| {ref} | {c['label']} | {c['name']} | {', '.join(c['folders'])} | "
+          + " | ".join(str(c["images"][s]) for s in (*splits.SPLITS, "all")) + " |"
+          for ref, m in mapping.items() for c in m["classes"]]
+  rundir.write_report(workdir, LABEL_MAPPING_REPORT, report, "\n".join([
+      "# label mapping", "", "Labels follow config.data.class_names; stored as config.data.class_folders.", "",
+      "| dataset | label | class | folders | train | val | test | all |", "|---|---|---|---|---|---|---|---|",
+      *rows]))
+  total = sum(len(s["skipped"]) for s in skipped.values())
+  path = rundir.write_report(workdir, SKIPPED_FILES_REPORT, {"total": total, "datasets": skipped})
+  if total:
+    print(f"[data] {total} file(s) skipped (corrupt, unreadable or outside the sides predict accepts): "
+          f"{path}", flush=True)
+  config.data.class_folders = resolved
+  rundir.write_config(config, workdir)
+  return report

@@ -3,7 +3,14 @@
 Every file is decoded once while the index is built, so a corrupt image is found before
 training starts: with on_corrupt='skip' it is left out of the index (indices map to good
 files only, labels never shift) and listed in `skipped`; with 'error' building fails naming
-the file. grain's `MapDataset.source` accepts the object as it is.
+the file. grain's `MapDataset.source` accepts the object as it is. Files are checked and decoded
+by the image rules and limits of predict and serve (`data.readers`: bit depth, alpha, frames,
+sides and pixels from the header), so training sees the pixels predict sees, and a skipped
+file's reason is the one predict gives.
+
+Labels of class sub-folders follow the order of the given `class_names`, never the sorted
+folder names: `resolve_class_folders` matches folders to class names (rule in its docstring)
+and refuses a folder set that does not fit them.
 """
 
 from __future__ import annotations
@@ -11,54 +18,50 @@ from __future__ import annotations
 import csv
 import pathlib
 import re
-from typing import Sequence
+import sys
+from typing import Mapping, Sequence
 
 import numpy as np
 from absl import logging
-from PIL import Image
+
+from prepnet_jax.data import readers
+from prepnet_jax.data.readers import images
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
 PATIENT_FROM = ("auto", "stem", "parent", "label_file", "regex")
-_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
-_GRAY_MODES = ("1", "L", "LA", "La")
+# No limit on sides or pixels: what `read_options=None` means (the decompression-bomb limit of
+# Pillow still applies).
+_ANY_SIZE = readers.ReadOptions(min_side=1, max_side=sys.maxsize, max_pixels=sys.maxsize)
 
 
 class CorruptImageError(ValueError):
   """An image file that cannot be decoded."""
 
 
-def pil_to_uint8(im: Image.Image) -> np.ndarray:
-  """Pillow image -> uint8 HxWxC with C=1 for grayscale modes and C=3 for everything else.
-
-  Palette images go to RGB, alpha is dropped, 16-bit values map to 8 bit by /257 (65535 -> 255),
-  which keeps absolute intensities comparable across images (no per-image min/max stretch).
-  """
-  if im.mode in _SIXTEEN_BIT_MODES:
-    wide = np.clip(np.asarray(im, dtype=np.float64), 0, 65535)
-    return np.rint(wide / 257.0).astype(np.uint8)[..., None]
-  if im.mode in _GRAY_MODES:
-    return np.asarray(im.convert("L"))[..., None]
-  return np.asarray(im.convert("RGB"))
+class ClassFolderError(ValueError):
+  """Class sub-folders that do not match the configured class names."""
 
 
 def decode_image(path: str | pathlib.Path) -> np.ndarray:
-  """Decodes one file to uint8 HxWxC (see `pil_to_uint8`); raises CorruptImageError naming it."""
+  """Decodes one file to uint8 H×W×C by the image rules of predict and serve (`readers.images`:
+  channels, bit depth, alpha, first frame); raises CorruptImageError naming it."""
   try:
-    with Image.open(path) as im:
-      return pil_to_uint8(im)
-  except Exception as e:  # Pillow raises many types (OSError, SyntaxError, struct.error, ...).
-    raise CorruptImageError(f"cannot decode image {path}: {type(e).__name__}: {e}") from e
+    return images.decode(str(path), [], [])
+  except readers.InputError as e:
+    raise CorruptImageError(f"cannot decode image {path}: {e.reason}") from e
 
 
-def check_image(path: str | pathlib.Path) -> str | None:
-  """None for a good image; otherwise the reason (header/CRC check, then a full decode)."""
+def check_image(path: str | pathlib.Path, read_options: readers.ReadOptions | None = None) -> str | None:
+  """None for a good image; otherwise the reason, the one predict gives for the same file: not a
+  regular file, sides or pixels outside `read_options`' limits (read from the header before
+  anything is decoded; None: any size), a header/CRC check, then a full decode by the image rules."""
+  problem = readers.file_problem(str(path))
+  if problem is not None:
+    return problem
   try:
-    with Image.open(path) as im:
-      im.verify()
-    with Image.open(path) as im:
-      im.load()
-  except Exception as e:  # any decoding failure means the file is unusable.
-    return f"{type(e).__name__}: {e}"
+    images.read_image(str(path), read_options or _ANY_SIZE, [], [])
+  except readers.InputError as e:
+    return e.reason
   return None
 
 
@@ -66,6 +69,92 @@ def list_images(folder: pathlib.Path) -> list[pathlib.Path]:
   """Image files below `folder` (recursive, sorted, hidden files ignored)."""
   return sorted(p for p in folder.rglob("*")
                 if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+
+
+def class_folders_in(root: pathlib.Path) -> list[str]:
+  """The sub-folder names of `root` (sorted, hidden folders ignored)."""
+  return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _loose_name(name: str) -> str:
+  return re.sub(r"[-_\s]+", "", name).casefold()
+
+
+def resolve_class_folders(folders: Sequence[str], class_names: Sequence[str],
+                          class_folders: Mapping[str, str] | None = None,
+                          root: str | pathlib.Path = "") -> dict[str, str]:
+  """{folder: class name, or '' for a folder left out} for every folder in `folders`.
+
+  Without `class_folders`, each class name takes the one folder whose name equals it ignoring
+  case; a class still without a folder then takes the one remaining folder that equals it also
+  ignoring '-', '_' and spaces ('NonCOVID', 'non_covid' -> 'non-COVID'). With `class_folders`
+  (folder -> class name, '' = leave the folder out) every folder must be listed and several may
+  share a class; listed names this root lacks are ignored, so one mapping serves a training and
+  an evaluation folder. Either way every class needs a folder; a class with two candidate
+  folders, a folder without a class or a class without a folder raises ClassFolderError naming
+  the folders found, the class names and the fix.
+  """
+  class_names = [str(c) for c in class_names]
+  if class_folders is None:
+    mapping, problems = _match_by_name(folders, class_names)
+  else:
+    class_folders = {str(k): str(v) for k, v in class_folders.items()}
+    mapping = {f: class_folders.get(f, "") for f in folders}
+    problems = [f"class_folders maps folder {f!r} to {c!r}, which is not one of the class names"
+                for f, c in class_folders.items() if c and c not in class_names]
+    problems += [f"folder {f!r} is not in class_folders" for f in folders if f not in class_folders]
+    problems += [f"no folder for class {c!r}" for c in class_names if c not in mapping.values()]
+  if problems:
+    raise ClassFolderError(_mismatch_message(root, folders, class_names, mapping, problems,
+                                                     explicit=class_folders is not None))
+  return mapping
+
+
+def _match_by_name(folders: Sequence[str], class_names: list[str]) -> tuple[dict[str, str], list[str]]:
+  """The automatic rule of `resolve_class_folders`: (mapping, what does not fit)."""
+  mapping: dict[str, str] = {}
+  problems: list[str] = []
+  unclear_classes: set[str] = set()  # already named in a problem: not reported twice
+  unclear_folders: set[str] = set()
+  for key in (str.casefold, _loose_name):
+    for name in class_names:
+      if name in unclear_classes or name in mapping.values():
+        continue
+      hits = [f for f in folders if f not in mapping and f not in unclear_folders and key(f) == key(name)]
+      rivals = [c for c in class_names
+                if c not in unclear_classes and c not in mapping.values() and key(c) == key(name)]
+      if len(hits) > 1:
+        problems.append(f"class {name!r} matches several folders {hits}")
+        unclear_classes.add(name)
+        unclear_folders.update(hits)
+      elif hits and len(rivals) > 1:
+        problems.append(f"folder {hits[0]!r} matches several classes {rivals}")
+        unclear_classes.update(rivals)
+        unclear_folders.add(hits[0])
+      elif hits:
+        mapping[hits[0]] = name
+  problems += [f"folder {f!r} matches no class name" for f in folders
+               if f not in mapping and f not in unclear_folders]
+  problems += [f"no folder for class {c!r}" for c in class_names
+               if c not in mapping.values() and c not in unclear_classes]
+  return {f: mapping.get(f, "") for f in folders}, problems
+
+
+def _mismatch_message(root, folders, class_names, mapping, problems, explicit: bool) -> str:
+  # The example maps folders that found no class to the classes still without a folder, in order:
+  # a starting point to correct, not a guess the loader would act on.
+  valid = {f: c for f, c in mapping.items() if c in class_names}
+  missing = iter(c for c in class_names if c not in valid.values())
+  example = {f: valid.get(f) or next(missing, "") for f in folders}
+  where = f"{root}: " if str(root) else ""
+  layout = "" if folders else " (expected <root>/<class>/<images>)"
+  rule = ("config.data.class_folders must list every folder with a class name ('' leaves it out)"
+          if explicit else "Folders match class names ignoring case, then also ignoring '-', '_' and "
+          "spaces. Rename the folders, or map every folder to a class name ('' leaves it out)")
+  return (f"{where}the class folders do not match config.data.class_names:\n"
+          + "".join(f"  - {p}\n" for p in problems)
+          + f"Folders found: {list(folders)}{layout}; class_names (label order): {class_names}.\n"
+          f"{rule}, e.g.\n  --config.data.class_folders=\"{example}\"")
 
 
 def patient_from_regex(pattern: re.Pattern, relative_path: str) -> str:
@@ -126,9 +215,12 @@ def _labels_from_strings(values: Sequence[str], class_names: Sequence[str] | Non
 class ImageFolderSource:
   """Random-access source of example dicts over `root`.
 
-  Layout: `root/<class>/**/<image>` (label = index of the class in `class_names`, default the
-  sorted sub-folder names), or `label_file` (CSV with a header naming filename,label[,patient],
-  or `patient filename label` lines; file names relative to root).
+  Layout: `root/<class folder>/**/<image>` (label = index in `class_names` of the folder's class,
+  matched by `resolve_class_folders` with the optional `class_folders` mapping; without
+  `class_names` each sorted sub-folder is a class), or `label_file` (CSV with a header naming
+  filename,label[,patient], or `patient filename label` lines; file names relative to root).
+  `read_options`: images outside its side and pixel limits are skipped like corrupt ones (None:
+  any size; the jobs' `folder:` datasets use `readers.ReadOptions()`, predict's default limits).
   Patient id (`patient_from`): 'auto' = the label file's patient column if any, else the file
   stem; 'stem'; 'parent' (per-patient folders); 'label_file'; 'regex' = `patient_regex` searched
   in the path relative to root (named group 'patient', else group 1).
@@ -137,7 +229,8 @@ class ImageFolderSource:
   def __init__(self, root: str | pathlib.Path, class_names: Sequence[str] | None = None,
                label_file: str | pathlib.Path | None = None, on_corrupt: str = "skip",
                patient_from: str = "auto", patient_regex: str | None = None, domain: int = 0,
-               name: str | None = None):
+               name: str | None = None, class_folders: Mapping[str, str] | None = None,
+               read_options: readers.ReadOptions | None = None):
     if on_corrupt not in ("skip", "error"):
       raise ValueError(f"on_corrupt must be 'skip' or 'error', got {on_corrupt!r}")
     if patient_from not in PATIENT_FROM:
@@ -149,21 +242,26 @@ class ImageFolderSource:
       raise FileNotFoundError(f"image folder {self.root} does not exist")
     self.domain = domain
     self.name = name or self.root.name
+    if class_folders is not None and (label_file or class_names is None):
+      raise ValueError("class_folders maps class sub-folders to class_names: it needs class_names "
+                       "and no label_file")
     self.class_names: list[str] = []
+    self.class_folders: dict[str, str] = {}  # folder -> class name ('' = left out); folder layout only
     if label_file:
       candidates = self._index_label_file(label_file, class_names)
     else:
-      candidates = self._index_folders(class_names)
+      candidates = self._index_folders(class_names, class_folders)
     regex = re.compile(patient_regex) if patient_regex else None
     self.files: list[str] = []
     self.labels: list[int] = []
     self.patients: list[str] = []
     self.skipped: list[tuple[str, str]] = []
     for path, label, listed_patient in candidates:
-      reason = check_image(path) if path.is_file() else "file not found"
+      reason = check_image(path, read_options)
       if reason is not None:
         if on_corrupt == "error":
-          raise CorruptImageError(f"corrupt or unreadable image {path}: {reason}")
+          raise CorruptImageError(f"unusable image {path} (corrupt, unreadable or outside the size "
+                                  f"limits): {reason}")
         self.skipped.append((str(path), reason))
         continue
       relative = path.relative_to(self.root).as_posix()
@@ -171,20 +269,23 @@ class ImageFolderSource:
       self.labels.append(label)
       self.patients.append(self._patient(patient_from, regex, path, relative, listed_patient))
     if self.skipped:
-      logging.warning("%s", self.report())
+      # One line per index; the files and reasons are in `report()` and a training job's
+      # reports/skipped_files.json (`datasets.record_folder_labels`).
+      logging.warning("%s: %d of %d image files skipped (corrupt, unreadable or outside the size limits)",
+                      self.root, len(self.skipped), len(candidates))
 
-  def _index_folders(self, class_names):
+  def _index_folders(self, class_names, class_folders):
+    folders = class_folders_in(self.root)
     if class_names is None:
-      class_names = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
-      if not class_names:
+      if not folders:
         raise FileNotFoundError(f"{self.root} has no class sub-folders (expected root/<class>/<images>)")
-    self.class_names = list(class_names)
+      class_names = folders
+    self.class_names = [str(c) for c in class_names]
+    self.class_folders = resolve_class_folders(folders, self.class_names, class_folders, self.root)
     candidates = []
     for label, class_name in enumerate(self.class_names):
-      folder = self.root / class_name
-      if not folder.is_dir():
-        raise FileNotFoundError(f"class folder {folder} does not exist (class_names={self.class_names})")
-      candidates += [(path, label, None) for path in list_images(folder)]
+      for folder in (f for f, c in self.class_folders.items() if c == class_name):
+        candidates += [(path, label, None) for path in list_images(self.root / folder)]
     return candidates
 
   def _index_label_file(self, label_file, class_names):

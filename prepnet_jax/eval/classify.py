@@ -1,4 +1,4 @@
-"""Logits, probabilities and metric tables of a classifier state on dataset splits.
+"""Logits, probabilities, metric tables and report figures of a classifier state on dataset splits.
 
 The evaluation path (no augmentation, the run's own preprocessing) shared by the classifier
 task, its recipes, the augmentation experiment and PrepNet's diagnostics.
@@ -6,13 +6,16 @@ task, its recipes, the augmentation experiment and PrepNet's diagnostics.
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from prepnet_jax.data import datasets, pipeline, transforms
-from prepnet_jax.eval import metrics as metrics_lib
+from prepnet_jax.eval import calibration, figures, gradcam, metrics as metrics_lib
 from prepnet_jax.losses import classification as losses
+from prepnet_jax.models import classifier_factory
 from prepnet_jax.runtime import rundir, sharding
 from prepnet_jax.runtime.state import TrainState
 
@@ -85,9 +88,16 @@ def round_up(n: int, m: int) -> int:
 # --- metric tables -------------------------------------------------------------------------------
 
 def evaluate_all(config, state, mesh, refs: list[str], splits=("train", "val", "test"),
-                 transform_logits=None) -> dict[str, dict]:
-  """Metrics of `state` on every dataset reference × split, keyed 'ref:split'."""
+                 transform_logits=None, figures_workdir: str | None = None, calibration_report: dict | None = None,
+                 figure_splits=("test",)) -> dict[str, dict]:
+  """Metrics of `state` on every dataset reference × split, keyed 'ref:split'.
+
+  With `figures_workdir`, the sets of `figure_splits` (the held-out test split of the training
+  site and of every other site; train/val figures would show the fit, not the model) also get
+  their figures in its reports/ (`write_set_figures`), reliability before and after the
+  temperature of `calibration_report` when one is given."""
   eval_pre = transforms.make_preprocess(config.preprocess, training=False)
+  temperature = None if calibration_report is None else float(calibration_report["temperature"])
   results = {}
   for ref in refs:
     for split in splits:
@@ -99,6 +109,9 @@ def evaluate_all(config, state, mesh, refs: list[str], splits=("train", "val", "
         logits = transform_logits(logits)
       results[f"{ref}:{split}"] = metrics_lib.classification_metrics(
           labels, logits_to_probs(logits), list(config.data.class_names))
+      if figures_workdir is not None and split in figure_splits:
+        write_set_figures(config, state, f"{ref}:{split}", (logits, labels), source, eval_pre,
+                          rundir.reports_dir(figures_workdir), temperature)
   return results
 
 
@@ -107,3 +120,64 @@ def write_metrics_report(workdir: str, name: str, results: dict, extra: dict | N
   table = metrics_lib.format_metrics_table(results)
   rundir.write_report(workdir, name, {"results": results, **(extra or {})}, f"# {name}\n\n{table}\n")
   return table
+
+
+# --- figures -------------------------------------------------------------------------------------
+
+def figure_slug(set_name: str) -> str:
+  """A set name ('phantom_ct/sars:test') as a file-name part ('phantom_ct_sars_test')."""
+  return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in set_name)
+
+
+def class_balanced_picks(labels: np.ndarray, count: int, num_classes: int) -> np.ndarray:
+  """The first examples of each class in turn, `count` in all (a fixed, class-balanced set), in
+  dataset order."""
+  per_class = [list(np.flatnonzero(np.asarray(labels) == k)) for k in range(num_classes)]
+  picks = []
+  while len(picks) < count and any(per_class):
+    for members in per_class:
+      if members and len(picks) < count:
+        picks.append(members.pop(0))
+  return np.asarray(sorted(picks), np.int64)
+
+
+def gradcam_grid(config, state, source, preprocess, path: str, num_images: int = 8) -> np.ndarray:
+  """Grad-CAM of a fixed class-balanced set of `source` (`class_balanced_picks`) as a titled PNG
+  grid at `path` (written by process 0); returns the (B,H,W,3) uint8 overlays for TensorBoard."""
+  model = classifier_factory.build_classifier(config)
+  class_names = list(config.data.class_names)
+  labels = pipeline.column(source, "label").astype(int)
+  picks = class_balanced_picks(labels, num_images, len(class_names))
+  images = np.stack([np.asarray(preprocess(dict(source[int(i)]), np.random.default_rng(int(i)))["image"])
+                     for i in picks])
+  cams, info = gradcam.grad_cam(model, sharding.to_host(state.variables), images)
+  probs = metrics_lib.as_class_probs(logits_to_probs(np.asarray(info["logits"])))
+  value_range = config.preprocess.value_range
+  display = np.stack([transforms.denormalize(image, value_range) for image in images])
+  titles = [f"true {class_names[labels[i]]}\npred {class_names[p.argmax()]} {p.max():.2f}"
+            for i, p in zip(picks, probs)]
+  if jax.process_index() == 0:
+    figures.save_cam_grid(path, display, np.asarray(cams), titles, value_range=(0, 255))
+  return figures.cam_overlays(display, np.asarray(cams), value_range=(0, 255))
+
+
+def write_set_figures(config, state, name: str, logits_labels: tuple, source, preprocess, reports: str,
+                      temperature: float | None = None, num_gradcam: int = 8) -> dict[str, str]:
+  """`roc_<set>.png`, `confusion_<set>.png`, `reliability_<set>.png` (before → after `temperature`
+  when given) and `gradcam_<set>.png` of one evaluated set in `reports`; returns {kind: path}.
+  Every process computes (Grad-CAM gathers the state); process 0 writes."""
+  logits, labels = logits_labels
+  class_names = list(config.data.class_names)
+  slug = figure_slug(name)
+  paths = {kind: os.path.join(reports, f"{kind}_{slug}.png") for kind in ("roc", "confusion", "reliability", "gradcam")}
+  gradcam_grid(config, state, source, preprocess, paths["gradcam"], num_gradcam)
+  if jax.process_index() != 0:
+    return paths
+  probs = calibration.probabilities(logits)
+  figures.roc_curves(paths["roc"], probs, labels, class_names, title=f"ROC, {name}")
+  cm = metrics_lib.classification_metrics(labels, probs, class_names)["confusion_matrix"]
+  figures.confusion_matrix_plot(paths["confusion"], np.asarray(cm), class_names, title=f"Confusion, {name}")
+  figures.reliability_diagram(paths["reliability"], probs, labels, class_names,
+                              calibrated_probs=None if temperature is None else
+                              calibration.probabilities(logits, temperature), title=f"Reliability, {name}")
+  return paths

@@ -1,9 +1,11 @@
-"""Report figures: per-class reliability diagrams, confusion matrices and Grad-CAM overlays.
+"""Report figures: reliability diagrams, confusion matrices, ROC curves, Grad-CAM overlays, the
+cross-site balanced-accuracy heatmap, labelled before/after grids and metric-vs-step curves.
 
 Figures are drawn on `matplotlib.figure.Figure` objects with an explicit Agg canvas rather than
 through pyplot, so they need no display, leave the global backend alone and are safe to call
 from any thread of a training job. The overlay functions return uint8 RGB arrays, which
-`writer.write_images` (TensorBoard) and `writers.save_png` take as they are.
+`writer.write_images` (TensorBoard) and `writers.save_png` take as they are; the ROC, heatmap,
+before/after and curve functions return the saved Figure, whose texts tests and notebooks can read.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from sklearn import metrics as skm
 
 from prepnet_jax.eval import calibration
 from prepnet_jax.eval.metrics import as_class_probs
-from prepnet_jax.runtime.writers import to_uint8
+from prepnet_jax.runtime.writers import image_grid, to_uint8
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -100,7 +104,8 @@ def _reliability_bars(ax, bins: dict, offset: float, width: float, color: str, l
 
 
 def reliability_diagram(path: str, probs: np.ndarray, labels: np.ndarray, class_names: list[str],
-                        n_bins: int = 15, calibrated_probs: np.ndarray | None = None) -> str:
+                        n_bins: int = 15, calibrated_probs: np.ndarray | None = None,
+                        title: str = "Reliability") -> str:
   """Per-class (one-vs-rest) reliability diagrams plus a top-label panel, as one PNG.
 
   Each panel bins P(class) into `n_bins` equal-width bins and draws the observed frequency of the
@@ -139,7 +144,7 @@ def reliability_diagram(path: str, probs: np.ndarray, labels: np.ndarray, class_
       ax.set_xlabel("confidence (max probability)")
     ax.set_ylabel("observed frequency" if panel < num_classes else "accuracy")
   axes[-1].legend(loc="upper left", fontsize=8)  # no top-label bars below 1/K
-  figure.suptitle(f"Reliability ({n_bins} bins, N={len(series[0][1])})", fontsize=11)
+  figure.suptitle(f"{title} ({n_bins} bins, N={len(series[0][1])})", fontsize=11)
   return _save(figure, path)
 
 
@@ -165,3 +170,129 @@ def confusion_matrix_plot(path: str, cm: np.ndarray, class_names: list[str],
   ax.set_yticks(ticks, class_names)
   ax.set(xlabel="predicted", ylabel="true", title=f"{title} (N={int(cm.sum())})")
   return _save(figure, path)
+
+
+def roc_curves(path: str, probs: np.ndarray, labels: np.ndarray, class_names: list[str],
+               title: str = "ROC") -> Figure:
+  """One-vs-rest ROC curve of every class with its AUC in the legend; returns the saved Figure.
+
+  A binary task draws the positive class (1) only: class 0's curve is the same curve mirrored,
+  with the same AUC. A class with no positive or no negative example has no curve and says so
+  in the legend (its AUC is undefined)."""
+  probs = as_class_probs(probs)
+  labels = np.asarray(labels).astype(int).reshape(-1)
+  if len(class_names) != probs.shape[1] or len(labels) != len(probs):
+    raise ValueError(f"roc_curves: {len(class_names)} class names, {len(labels)} labels and probs of shape "
+                     f"{probs.shape}; expected one name per column and one label per row")
+  figure = _new_figure(4.6, 4.4)
+  ax = figure.subplots()
+  for k in ([1] if probs.shape[1] == 2 else range(probs.shape[1])):
+    positive = labels == k
+    if positive.all() or not positive.any():
+      ax.plot([], [], " ", label=f"{class_names[k]}: AUC undefined (one class only)")
+      continue
+    fpr, tpr, _ = skm.roc_curve(positive, probs[:, k])
+    ax.plot(fpr, tpr, linewidth=1.5, label=f"{class_names[k]}: AUC {skm.auc(fpr, tpr):.3f}")
+  ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="chance")
+  ax.set(xlim=(0, 1), ylim=(0, 1.01), aspect="equal", xlabel="false positive rate",
+         ylabel="true positive rate", title=f"{title} (N={len(labels)})")
+  ax.legend(loc="lower right", fontsize=8)
+  _save(figure, path)
+  return figure
+
+
+def cross_site_heatmap(path: str, values: np.ndarray, train_names: list[str], test_names: list[str],
+                       title: str, stds: np.ndarray | None = None,
+                       value_label: str = "balanced accuracy") -> Figure:
+  """Train site (rows) × test site (columns) matrix of a metric in [0, 1], every cell annotated
+  with its value (and ± std when given; NaN cells show '–'); returns the saved Figure."""
+  values = np.asarray(values, np.float64)
+  if values.shape != (len(train_names), len(test_names)):
+    raise ValueError(f"cross_site_heatmap: values of shape {values.shape} for {len(train_names)} train and "
+                     f"{len(test_names)} test names")
+  figure = _new_figure(2.6 + 1.2 * len(test_names), 1.6 + 0.75 * len(train_names))
+  ax = figure.subplots()
+  image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+  figure.colorbar(image, ax=ax, fraction=0.05, label=value_label)
+  for (row, col), value in np.ndenumerate(values):
+    text = "–" if not np.isfinite(value) else f"{value:.3f}"
+    if stds is not None and np.isfinite(value):
+      text += f"\n± {np.asarray(stds)[row, col]:.3f}"
+    ax.text(col, row, text, ha="center", va="center", fontsize=9,
+            color="black" if np.isfinite(value) and value > 0.6 else "white")
+  ax.set_xticks(np.arange(len(test_names)), test_names, rotation=20, ha="right")
+  ax.set_yticks(np.arange(len(train_names)), train_names)
+  ax.set(xlabel="test site", ylabel="trained on", title=title)
+  ax.title.set_fontsize(10)
+  _save(figure, path)
+  return figure
+
+
+def before_after_grid(path: str, before: np.ndarray, after: np.ndarray, title: str,
+                      row_labels: tuple[str, str] = ("before", "after"), tile_inches: float = 1.3) -> Figure:
+  """Two labelled rows of images (e.g. raw CT slices over the auto-encoder's outputs) under a
+  title naming what they show (site, row); uint8 (N,H,W[,C]) each. Returns the saved Figure."""
+  before, after = np.asarray(before), np.asarray(after)
+  if before.shape != after.shape or before.dtype != np.uint8 or after.dtype != np.uint8:
+    raise ValueError(f"before_after_grid: expected two uint8 batches of one shape, got {before.dtype}"
+                     f"{before.shape} and {after.dtype}{after.shape}")
+  count = len(before)
+  figure = _new_figure(1.6 + tile_inches * count, 0.6 + 2 * tile_inches)
+  axes = figure.subplots(2, 1, squeeze=False)[:, 0]
+  for ax, images, label in zip(axes, (before, after), row_labels):
+    grid = image_grid(images, ncols=count)
+    ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=255,
+              interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_ylabel(label, fontsize=9, rotation=0, ha="right", va="center")  # horizontal: never clipped
+  figure.suptitle(title, fontsize=10)
+  _save(figure, path)
+  return figure
+
+
+def metric_curve(path: str, steps: np.ndarray, values: np.ndarray, metric: str, x_label: str = "step",
+                 stds: np.ndarray | None = None, noise_floor: float | None = None, title: str = "") -> Figure:
+  """A metric against training progress (markers at each evaluation, ± std as error bars, the
+  real-vs-real noise floor as a dashed line); returns the saved Figure."""
+  steps, values = np.asarray(steps, np.float64), np.asarray(values, np.float64)
+  figure = _new_figure(5.2, 3.4)
+  ax = figure.subplots()
+  ax.errorbar(steps, values, yerr=None if stds is None else np.asarray(stds, np.float64), marker="o",
+              markersize=4, capsize=3, linewidth=1.5, label=metric)
+  if noise_floor is not None and np.isfinite(noise_floor):
+    ax.axhline(noise_floor, color="gray", linestyle="--", linewidth=1, label="noise floor (real vs real)")
+  ax.set(xlabel=x_label, ylabel=metric, title=title or f"{metric} vs {x_label}")
+  if np.all(steps == np.round(steps)):  # no fractional ticks between training steps
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+  ax.title.set_fontsize(10)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  _save(figure, path)
+  return figure
+
+
+def history_curves(out_dir: str, history: list[dict], x_key: str = "step", x_label: str = "step",
+                   title: str = "") -> list[str]:
+  """`curve_<metric>.png` in `out_dir` for every generative metric of a training history: entries
+  holding `x_key` and the `records` of `gen_metrics.evaluate` (FD, KID, ... per label). Returns
+  the paths written; none for a history without metric records."""
+  series: dict[str, dict[str, list]] = {}
+  for entry in history:
+    for record in entry.get("records") or []:
+      name = record["metric"] + ("" if record.get("label") is None else f"_label{record['label']}")
+      s = series.setdefault(name, {"x": [], "value": [], "std": [], "floor": []})
+      s["x"].append(entry[x_key])
+      s["value"].append(record["value"])
+      s["std"].append(np.nan if record.get("std") is None else record["std"])
+      s["floor"].append(np.nan if record.get("noise_floor") is None else record["noise_floor"])
+  paths = []
+  for name, s in series.items():
+    stds = np.asarray(s["std"], np.float64)
+    floors = np.asarray(s["floor"], np.float64)
+    floor = floors[np.isfinite(floors)][-1] if np.isfinite(floors).any() else None
+    path = os.path.join(out_dir, f"curve_{name}.png")
+    metric_curve(path, s["x"], s["value"], name, x_label, stds if np.isfinite(stds).any() else None, floor,
+                 f"{title}: {name} vs {x_label}" if title else "")
+    paths.append(path)
+  return paths

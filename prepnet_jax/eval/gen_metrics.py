@@ -20,7 +20,8 @@ Conventions (reference/anchors.md §5):
 * Noise floor: the same metric between two random halves of the real set (N_real/2 each,
   medigan's lower bound) is reported next to every value.
 * Records are named by the extractor (`fid` only for the standard Inception; else `fd_randinit`,
-  `kid_classifier`, ...) and carry N, extractor, weights hash and resize.
+  `kid_classifier`, ...) and by a resize mode other than clean-fid's 'clean' (`fid_legacy_pytorch`,
+  `fd_inception_keras_legacy_tensorflow`), and carry N, extractor, weights hash, resize and mode.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ import numpy as np
 import scipy.linalg
 import scipy.special
 
-from prepnet_jax.eval.feature_extractors import (FeatureExtractor, Images, as_uint8_images,  # noqa: F401
-                                                 get_extractor, get_extractor_or_fallback)
+from prepnet_jax.eval.feature_extractors import (DEFAULT_RESIZE_MODE, FeatureExtractor, Images,  # noqa: F401
+                                                 as_uint8_images, get_extractor, get_extractor_or_fallback)
 
 BASE_METRICS = ("fd", "kid", "pr", "is")
 _STANDARD_NAMES = {"fd": "fid", "kid": "kid", "precision": "precision", "recall": "recall", "is": "is"}
@@ -260,7 +261,7 @@ def real_stats(real_images: Images, extractor: FeatureExtractor, *, value_range=
     path = os.path.join(cache_dir, f"real_{extractor.name}_{digest}.npz")
   stats = _load_cached(path, key_json, extractor, dataset, content) if path else None
   if stats is None:
-    features, probs = extractor.features_and_probs(images)
+    features, probs = extractor.features_and_probs(images, label="real")
     floor, half = _split_half_floor(features, probs, opts)
     stats = RealStats(features, probs, floor, half, _extractor_key(extractor), dataset, content)
     if path:
@@ -284,7 +285,8 @@ def streamed_real_stats(batches: Iterable[Images], extractor: FeatureExtractor, 
   digest, pending, features, probs = hashlib.sha256(), [], [], []
 
   def extract(images: list[np.ndarray]) -> None:
-    f, p = extractor.features_and_probs(images)
+    # One batch per call, so no progress line: "64/64 images" per batch would only mislead.
+    f, p = extractor.features_and_probs(images, progress=False)
     features.append(f)
     if p is not None:
       probs.append(p)
@@ -332,8 +334,12 @@ def _load_cached(path: str, key_json: str, extractor, dataset: str, content: str
 # --- records --------------------------------------------------------------------------------------
 
 def metric_name(base: str, extractor: FeatureExtractor) -> str:
-  """'fid', 'kid', 'is', ... for the standard FID Inception; '<base>_<extractor>' otherwise."""
-  return _STANDARD_NAMES[base] if extractor.standard_fid else f"{base}_{extractor.name}"
+  """'fid', 'kid', 'is', ... for the standard FID Inception; '<base>_<extractor>' otherwise; then
+  '_<mode>' for a resize mode other than 'clean' ('fid_legacy_pytorch'), so a value computed the
+  pytorch-fid or TTUR way is never mistaken for a clean-fid one."""
+  name = _STANDARD_NAMES[base] if extractor.standard_fid else f"{base}_{extractor.name}"
+  mode = extractor.resize_mode
+  return name if mode in (None, DEFAULT_RESIZE_MODE) else f"{name}_{mode}"
 
 
 def evaluate_features(real: RealStats, fake_features: np.ndarray, fake_probs: np.ndarray | None,
@@ -343,8 +349,9 @@ def evaluate_features(real: RealStats, fake_features: np.ndarray, fake_probs: np
   opts = options or MetricOptions()
   if real.extractor_key != _extractor_key(extractor):
     raise ValueError(f"real statistics were computed with extractor {real.extractor_key[0]!r} "
-                     f"(weights {real.extractor_key[1][:12]}), not {extractor.name!r} "
-                     f"(weights {extractor.weights_sha256[:12]})")
+                     f"(weights {real.extractor_key[1][:12]}, resize {real.extractor_key[2]!r}), not "
+                     f"{extractor.name!r} (weights {extractor.weights_sha256[:12]}, "
+                     f"resize {extractor.resize!r})")
   n_real, n_gen = real.n, len(fake_features)
   common = dict(**extractor.describe(), n_real=n_real, n_gen=n_gen, dataset=real.dataset, label=label,
                 noise_floor_n=real.noise_floor_n)
@@ -394,7 +401,7 @@ def evaluate(real: Images | RealStats, fake_images: Images, extractor: FeatureEx
   if not isinstance(real, RealStats):
     real = real_stats(real, extractor, value_range=value_range, dataset=dataset, cache_dir=cache_dir,
                       options=opts)
-  fake_features, fake_probs = extractor.features_and_probs(fake_images, value_range)
+  fake_features, fake_probs = extractor.features_and_probs(fake_images, value_range, label="generated")
   return evaluate_features(real, fake_features, fake_probs, extractor, label=label, options=opts)
 
 

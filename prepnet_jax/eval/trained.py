@@ -82,7 +82,8 @@ def load_classifier(workdir: str, step: int | None = None, *, require_best: bool
 
   A two-phase recipe's top-level workdir gives its fine-tuning phase. Without a `best/`
   checkpoint, step None falls back to the latest training checkpoint unless `require_best`
-  (prediction on patients uses only the selected model, never a stray state).
+  (prediction on patients uses only the selected model, never a stray state). A checkpoint whose
+  files fail their checksums is a `checkpointing.CheckpointCorruptError` naming it.
   """
   model_dir, config = _classifier_dir(workdir)
   template_config = ml_collections.ConfigDict(config.to_dict())
@@ -100,8 +101,14 @@ def load_classifier(workdir: str, step: int | None = None, *, require_best: bool
   if ckpt.latest_step() is None:
     raise FileNotFoundError(f"no checkpoint in {best} or {ckpt.directory}; expected the workdir of a "
                             "classifier run (it writes best/ after its first epoch)")
-  state, _ = ckpt.restore(template, None if use_best else step)
-  which = "best" if use_best else f"step {ckpt.latest_step() if step is None else step}"
+  # The exact checkpoint asked for, verified against its checksums: a model that is served or
+  # measured is never silently swapped for an older one.
+  chosen = ckpt.latest_step() if use_best or step is None else step
+  try:
+    state, _ = ckpt.restore(template, chosen)
+  except checkpointing.CheckpointCorruptError as e:
+    raise checkpointing.CheckpointCorruptError(f"cannot load the trained classifier of {workdir}: {e}") from e
+  which = "best" if use_best else f"step {chosen}"
   return TrainedClassifier(config, model, state, which, model_dir)
 
 

@@ -1,13 +1,15 @@
-"""Standalone generative-metrics job (task 'gen_metrics'): generated images vs a real dataset.
+"""Standalone generative-metrics job (task 'gen_metrics'): generated images vs real ones.
 
-Generated images come from a folder of PNGs (`generated.folder`) or from a generator run
+Generated images come from a folder of images (`generated.folder`) or from a generator run
 (`generated.workdir`: any GAN/VAE/VAE-GAN/StyleGAN2 run, sampled through
 `eval.generators.load_generator`, with StyleGAN2's `truncation_psi` and `noise_mode`). Real images
-come from any dataset reference (`data.train`, `data.train_split`, optional class filter on
-`data.label_key`). By
-default the real images are first brought to the generated images' size and channel count
-(`real.match_generated`), so both sets take the same path into the extractor (comparing 256²
-fakes with 1024² reals is a classic FID mistake). Writes `reports/gen_metrics.json` and
+come from a folder of images (`real.folder`: folder-vs-folder, like clean-fid's `compare_folders`)
+or from any dataset reference (`data.train`, `data.train_split`, optional class filter on
+`data.label_key`). By default the real images are first brought to the generated images' size and
+channel count (`real.match_generated`), so both sets take the same path into the extractor
+(comparing 256² fakes with 1024² reals is a classic FID mistake); turn it off to resize each image
+straight to the extractor's input, as clean-fid and pytorch-fid do. The Inception resize rule is
+`inception.resize_mode` (feature_extractors.RESIZE_MODES). Writes `reports/gen_metrics.json` and
 `reports/gen_metrics.md`.
 """
 
@@ -34,12 +36,7 @@ def load_generated(config) -> tuple[list[np.ndarray] | np.ndarray, dict]:
                      f"config.generated.workdir (a generator run); got folder={gen.folder!r}, "
                      f"workdir={gen.workdir!r}")
   if gen.folder:
-    folder = pathlib.Path(gen.folder)
-    if not folder.is_dir():
-      raise FileNotFoundError(f"config.generated.folder={gen.folder!r} is not a directory")
-    files = image_folder.list_images(folder)
-    if not files:
-      raise FileNotFoundError(f"config.generated.folder={gen.folder!r} holds no image files")
+    files = folder_files("generated.folder", gen.folder)
     files = files[:num] if num > 0 else files
     images = [image_folder.decode_image(f) for f in files]
     return images, dict(source="folder", folder=os.path.abspath(gen.folder), num_images=len(images))
@@ -54,41 +51,69 @@ def load_generated(config) -> tuple[list[np.ndarray] | np.ndarray, dict]:
                       truncation_psi=float(gen.truncation_psi), noise_mode=gen.noise_mode, num_images=len(images))
 
 
+def folder_files(field: str, folder: str) -> list[pathlib.Path]:
+  """Image files below `config.<field>` (recursive, sorted); a clear error when there are none."""
+  path = pathlib.Path(folder)
+  if not path.is_dir():
+    raise FileNotFoundError(f"config.{field}={folder!r} is not a directory")
+  files = image_folder.list_images(path)
+  if not files:
+    raise FileNotFoundError(f"config.{field}={folder!r} holds no image files "
+                            f"({', '.join(image_folder.IMAGE_EXTENSIONS)}, searched recursively)")
+  return files
+
+
 def load_real(config, like: np.ndarray | None) -> tuple[list[np.ndarray], dict]:
-  """uint8 real images of `data.train`/`data.train_split` (class filter, at most `max_images`)."""
-  real, dataset, split, label_key = config.real, config.data.train, config.data.train_split, config.data.label_key
-  source = datasets.get_source(dataset, split, config.data)
+  """uint8 real images of `real.folder`, or of `data.train`/`data.train_split` (class filter);
+  a seeded subset of `real.max_images` when there are more."""
+  real = config.real
   labels = tuple(int(v) for v in (real.labels or ()))
-  if labels:
-    source = pipeline.filter_source(source, label_key, labels)
-  if len(source) < 2:
-    raise ValueError(f"real dataset {dataset!r} split {split!r} "
-                     f"{'with ' + label_key + ' in ' + str(labels) + ' ' if labels else ''}"
-                     f"has {len(source)} images; need at least 2")
-  index = np.arange(len(source))
-  if 0 < int(real.max_images) < len(source):
+  if real.folder:
+    if labels:
+      raise ValueError(f"config.real.labels={list(labels)} filters a dataset by class, but "
+                       f"config.real.folder={real.folder!r} has no labels; unset one of them")
+    files = folder_files("real.folder", real.folder)
+
+    def read(i):
+      return image_folder.decode_image(files[i])
+
+    available, described = len(files), f"real.folder={os.path.abspath(real.folder)}"
+    info = dict(source="folder", folder=os.path.abspath(real.folder))
+  else:
+    dataset, split, label_key = config.data.train, config.data.train_split, config.data.label_key
+    source = datasets.get_source(dataset, split, config.data)
+    if labels:
+      source = pipeline.filter_source(source, label_key, labels)
+
+    def read(i):
+      return np.asarray(source[i]["image"])
+
+    available, described = len(source), f"{dataset}:{split}"
+    if labels:
+      described += f":{label_key}in{list(labels)}"
+    info = dict(dataset=dataset, split=split, label_key=label_key, labels=list(labels))
+  if available < 2:
+    raise ValueError(f"real set {described!r} has {available} images; need at least 2")
+  index = np.arange(available)
+  if 0 < int(real.max_images) < available:
     rng = np.random.default_rng(int(config.seed))
-    index = np.sort(rng.choice(len(source), int(real.max_images), replace=False))
+    index = np.sort(rng.choice(available, int(real.max_images), replace=False))
   images = []
   for i in index:
-    image = np.asarray(source[int(i)]["image"])
+    image = read(int(i))
     if image.dtype != np.uint8:
-      raise TypeError(f"real dataset {dataset!r} gives {image.dtype} images; generative metrics "
+      raise TypeError(f"real set {described!r} gives {image.dtype} images; generative metrics "
                       "compare 8-bit images (use an 8-bit export or window CT slices first)")
     if like is not None:
       image = transforms.set_channels(image, like.shape[-1])
       image = transforms.resize(image, like.shape[:2], real.resize_method)
     images.append(image)
-  described = f"{dataset}:{split}"
-  if labels:
-    described += f":{label_key}in{list(labels)}"
   preprocessing = "as stored"
   if like is not None:
     preprocessing = (f"{real.resize_method} resize (uint8) to the generated {like.shape[0]}x{like.shape[1]}, "
                      f"{like.shape[-1]} channel(s)")
     described += f":matched_{like.shape[0]}x{like.shape[1]}x{like.shape[-1]}_{real.resize_method}"
-  return images, dict(dataset=dataset, split=split, label_key=label_key, labels=list(labels),
-                      num_images=len(images), available=len(source), preprocessing=preprocessing,
+  return images, dict(**info, num_images=len(images), available=available, preprocessing=preprocessing,
                       reference=described)
 
 
@@ -96,7 +121,8 @@ def _extractor_kwargs(config, spec: str) -> dict:
   kind = spec.partition(":")[0]
   kwargs = {"batch_size": int(config.batch_size)}
   if kind == "inception":
-    kwargs.update(weights_path=config.inception.weights_path, sha256=config.inception.sha256 or None)
+    kwargs.update(weights_path=config.inception.weights_path, sha256=config.inception.sha256 or None,
+                  resize_mode=config.inception.resize_mode)
   elif kind == "randinit":
     kwargs.update(seed=int(config.randinit.seed), image_size=int(config.randinit.image_size),
                   widths=tuple(config.randinit.widths))
@@ -113,7 +139,7 @@ def make_extractors(config) -> list[feature_extractors.FeatureExtractor]:
         spec, allow_fallback=bool(config.allow_fallback), fallback=config.fallback_extractor,
         fallback_kwargs=_extractor_kwargs(config, config.fallback_extractor),
         **_extractor_kwargs(config, spec))
-    key = (extractor.name, extractor.weights_sha256)
+    key = (extractor.name, extractor.weights_sha256, extractor.resize)
     if key in seen:
       logging.info("extractor %s (%s) already evaluated; skipping the duplicate from %r",
                    extractor.name, extractor.weights_sha256[:12], spec)
@@ -126,6 +152,8 @@ def make_extractors(config) -> list[feature_extractors.FeatureExtractor]:
 
 
 def run(config, workdir: str) -> dict:
+  # Before any image is read; and a fallback (missing weights) must not let a mistyped mode pass.
+  feature_extractors.check_resize_mode(config.inception.resize_mode, "config.inception.resize_mode")
   generated, gen_info = load_generated(config)
   like = np.asarray(generated[0]) if bool(config.real.match_generated) else None  # H x W x C
   real, real_info = load_real(config, like)
@@ -147,6 +175,8 @@ def run(config, workdir: str) -> dict:
   rundir.write_report(workdir, "gen_metrics", result,
                       f"# Generative metrics\n\nGenerated: {json.dumps(gen_info)}\n\nReal: {json.dumps(real_info)}\n\n"
                       "Noise floor = the same metric between two random halves of the real set. "
-                      "Only `fid`/`kid`/`is` without suffix use the standard FID Inception-v3.\n\n"
+                      "Only `fid`/`kid`/`is` use the standard FID Inception-v3: without a suffix with "
+                      "clean-fid's 'clean' resize, with `_legacy_pytorch`/`_legacy_tensorflow` with "
+                      "pytorch-fid's/TTUR's resize.\n\n"
                       f"{table}\n")
   return result

@@ -43,5 +43,6 @@ def _tile(data: dict, i: int | None, site: str, size: int) -> np.ndarray:
   draw = ImageDraw.Draw(pil)
   text = (f"{site} {_CLASS_NAMES[data['label3'][i]]} s{data['severity'][i]}\n"
           f"lf={data['lesion_fraction'][i]:.2f} {data['view'][i]} {data['source'][i]}")
-  draw.text((2, size - 22), text, fill=(0, 255, 255))
+  # Placed by the text's own height: the default font's size differs between Pillow versions.
+  draw.text((2, size - 4 - draw.multiline_textbbox((0, 0), text)[3]), text, fill=(0, 255, 255))
   return np.asarray(pil)

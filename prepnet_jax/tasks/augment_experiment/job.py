@@ -31,6 +31,12 @@ Writes `<workdir>/reports/augment_table.md`, `augment_results.json`,
 servable classifier workdir of its own: `config.json` (the experiment's config narrowed to that
 arm and seed), `best/` (or `finetune/best/` with a head-only phase) and, beside the best state,
 `reports/calibration.json` — `predict`/`serve` take it directly or as `--config.arm`/`model_seed`.
+
+Console: the classifier's step progress lines and, after every arm/seed run, one with the runs
+done, elapsed time and the ETA of the whole experiment. TensorBoard: one run per arm/seed (event
+files in its run directory, starting with its hyperparameters: that run's config) holding its
+training curves; the Grad-CAM grids of every arm sit side by side in the experiment's own run
+(`<workdir>`).
 """
 
 from __future__ import annotations
@@ -111,15 +117,20 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   n_bins = int(config.calibration.num_bins)
   arm_records = {}
-  for arm in arms:
+  runs = writers.Progress(len(arms) * len(seeds), every=1, name="augment", unit="run")
+  for i, arm in enumerate(arms, 1):
     per_seed = {}
-    for seed in seeds:
+    for j, seed in enumerate(seeds, 1):
       run_config = _with_seed(config, seed)
       source = arm_training_source(arm, real, counts, run_config, generators, seed)
       run_dir = os.path.join(workdir, "arms", arm, f"seed_{seed}")
-      rundir.write_config(_arm_config(run_config, arm, seed), run_dir)
+      arm_config = _arm_config(run_config, arm, seed)
+      rundir.write_config(arm_config, run_dir)
+      run_writer = writers.create_writer(run_dir)
+      run_writer.write_hparams({"arm": arm, **arm_config.to_dict()})
       state, meta = cxr_recipes.fit_recipe(run_config, run_dir, source, FieldsSource(eval_raw["val"]),
-                                           mesh=mesh, name=f"{arm}/seed{seed}")
+                                           mesh=mesh, writer=run_writer, name=f"{arm}/seed{seed}")
+      run_writer.close()
       metrics, logits = evaluate(state, eval_sets, run_config, mesh)
       np.savez(os.path.join(run_dir, "logits.npz"), **{f"{name}_{part}": array for name, (z, y) in logits.items()
                                                        for part, array in (("logits", z), ("labels", y))})
@@ -131,6 +142,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         reliability_diagrams(logits, per_seed[seed]["calibration"]["temperature"], class_names, n_bins, arm,
                               reports)
         gradcam_report(run_config, state, eval_sets, arm, reports, writer)
+      runs((i - 1) * len(seeds) + j, what=f"arm {i}/{len(arms)} {arm!r} seed {seed} ({j}/{len(seeds)}) done")
     arm_records[arm] = arm_record(per_seed, class_names)
 
   results = {

@@ -32,7 +32,7 @@ import os
 import jax
 import numpy as np
 
-from prepnet_jax.data import pipeline
+from prepnet_jax.data import datasets, pipeline
 from prepnet_jax.eval import classify
 from prepnet_jax.models import classifier_factory
 from prepnet_jax.runtime import checkpointing, optimizers, rundir, sharding, writers
@@ -160,6 +160,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   mesh = sharding.make_mesh()
   writer = writers.create_writer(workdir)
   train_ref = config.data.train
+  datasets.record_folder_labels(config, workdir)  # folder datasets: label mapping and skipped files
   train_source = classify.load_split(config, train_ref, config.data.train_split)
   val_source = classify.load_split(config, train_ref, "val")
   print(f"[cxr_recipe] {config.model.name} on {train_ref}: {len(train_source)} train / "
@@ -169,7 +170,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   model_dir = meta["model_dir"]
   report = classifier.calibrate(config, state, model_dir, val_source,
                                 classify.load_split(config, train_ref, "test"), mesh=mesh)
-  results = classify.evaluate_all(config, state, mesh, list(config.data.eval))
+  results = classify.evaluate_all(config, state, mesh, list(config.data.eval), figures_workdir=workdir,
+                                  calibration_report=report)
   select = config.select_metric
   extra = {"best_step": meta.get("best_step"), "best_val_metric": meta.get("best_metric"),
            "select_metric": select, "model_dir": model_dir,

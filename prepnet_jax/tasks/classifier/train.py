@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from prepnet_jax.data import pipeline, transforms
+from prepnet_jax.data import datasets, pipeline, transforms
 from prepnet_jax.eval import calibration, metrics as metrics_lib
 from prepnet_jax.eval.classify import (evaluate_all, load_split, logits_to_probs, predict_logits,
                                        write_metrics_report)
@@ -116,6 +116,9 @@ def fit(config, workdir: str, train_source, val_source, *, mesh=None, writer=Non
   for step in range(start + 1, total_steps + 1):
     batch = sharding.shard_batch(next(iterator), mesh)
     state, scalars = train_step(state, batch, class_weights)
+    if step == start + 1:  # the first step also compiled: no guide to the speed of the others
+      jax.block_until_ready(state)
+      progress.restart_rate(step)
     if step % int(config.log_every_steps) == 0 or step % steps_per_epoch == 0:
       scalars = jax.device_get(scalars)
       checks.check_finite(scalars, step)
@@ -184,6 +187,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   mesh = sharding.make_mesh()
   writer = writers.create_writer(workdir)
   train_ref = config.data.train
+  datasets.record_folder_labels(config, workdir)  # folder datasets: label mapping and skipped files
   train_source = load_split(config, train_ref, config.data.train_split)
   val_source = load_split(config, train_ref, "val")
   print(f"[classifier] {config.model.name} on {train_ref}: {len(train_source)} train / "
@@ -192,7 +196,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   state, meta = fit(config, workdir, train_source, val_source, mesh=mesh, writer=writer)
   report = calibrate(config, state, workdir, val_source, load_split(config, train_ref, "test"), mesh=mesh)
   refs = list(config.data.eval)
-  results = evaluate_all(config, state, mesh, refs)
+  results = evaluate_all(config, state, mesh, refs, figures_workdir=workdir, calibration_report=report)
   table = write_metrics_report(workdir, "metrics", results, {
       "best_step": meta.get("best_step"), "best_val_metric": meta.get("best_metric"),
       "select_metric": config.select_metric, "calibration": calibration_summary(report, workdir),

@@ -5,7 +5,9 @@ Each family module (`gan.py`, `vae.py`, `vaegan.py`) builds its models, state (o
 `runtime.state.TrainState` per network) and jitted step and hands them to `fit` as a `Family`. The loop follows the thesis's
 protocol: `num_steps` iterations of `batch_size`, a grid of fixed latents every
 `sample_every` steps, a checkpoint (all kept by default) and the Fréchet distance every
-`save_every` steps and at the end, plus one at initialisation (step 0).
+`save_every` steps and at the end, plus one at initialisation (step 0). reports/ holds the
+sample grids (`samples_<step>.png`), `reals.png` (training images at the grids' layout), the
+metric history (`fd_history.json`) and its curves (`curve_<metric>.png`).
 
 Resume (`runtime.checkpointing.resume`): a rerun with the same workdir continues from its
 latest checkpoint. `resume_step=k` restarts from step k — from `resume_workdir` into a new
@@ -28,7 +30,7 @@ import optax
 from absl import logging
 
 from prepnet_jax.data import pipeline, transforms
-from prepnet_jax.eval import generators
+from prepnet_jax.eval import figures, generators
 from prepnet_jax.runtime import checkpointing, checks, compile_cache, rundir, sharding, writers
 from prepnet_jax.runtime.state import TrainState
 
@@ -151,6 +153,24 @@ def save_sample_grid(writer, workdir: str, step: int, images: np.ndarray, ncols:
   return writers.save_png(os.path.join(rundir.reports_dir(workdir), f"samples_{step:06d}.png"), grid)
 
 
+def save_real_grid(workdir: str, images: TrainingImages, grid_labels: np.ndarray, conditional: bool,
+                   ncols: int) -> str:
+  """`reports/reals.png`: training images laid out as the sample grids, for comparison; in a
+  conditional run each cell holds a real image of the class its fake is generated for. The
+  images are spread evenly over the set (its first ones are often one patient's slices)."""
+  labels = np.asarray(images.labels)
+  picks = []
+  for cell, label in enumerate(grid_labels):
+    members = np.flatnonzero(labels == label) if conditional else np.arange(len(labels))
+    members = members if len(members) else np.arange(len(labels))
+    same = np.flatnonzero(grid_labels == label) if conditional else np.arange(len(grid_labels))
+    rank = int(np.searchsorted(same, cell))
+    picks.append(int(members[rank * len(members) // len(same)]))
+  reals = pipeline.materialize(pipeline.SubsetSource(images.real_source, picks), images.real_preprocess)
+  grid = writers.image_grid(to_uint8(reals.column("image")), ncols=ncols)
+  return writers.save_png(os.path.join(rundir.reports_dir(workdir), "reals.png"), grid)
+
+
 # --- Fréchet distance ----------------------------------------------------------------------------
 
 def make_metric_hook(config, real_batches: Callable[[], Iterable[np.ndarray]]
@@ -229,6 +249,8 @@ def fit(config, workdir: str, family: Family, mesh) -> dict:
   ncols = int(np.ceil(np.sqrt(num_grid)))
   grid_z = generators.latents(int(config.seed) + 1, num_grid, family.latent_dim)
   grid_y = generators.grid_labels(num_grid, family.num_classes, ncols)
+  if jax.process_index() == 0 and not os.path.exists(os.path.join(rundir.reports_dir(workdir), "reals.png")):
+    save_real_grid(workdir, images, grid_y, bool(family.num_classes), ncols)
   fd_enabled = bool(config.fd.enabled)
   num_real = int(config.fd.num_real)
   real_source = images.real_source
@@ -253,6 +275,8 @@ def fit(config, workdir: str, family: Family, mesh) -> dict:
             f"{record.get(fd_name + '_noise_floor', float('nan')):.4g}; N_real={len(real_source)}, N_gen={num_fake})",
             flush=True)
       rundir.write_report(workdir, "fd_history", {"metric": fd_name, "history": fd_history})
+      if jax.process_index() == 0:
+        figures.history_curves(rundir.reports_dir(workdir), fd_history, "step", "training step", family.name)
     meta = {"iterator": iterator.get_state(), "fd_history": fd_history}
     ckpt.save(step, jax.device_get(state), meta)
 

@@ -5,7 +5,7 @@
   style is really gone; if it stays high, E_img was merely fooled.
 - Reconstruction PSNR/SSIM per dataset (dm-pix, on images mapped back to [0, 1]).
 - Per-dataset intensity histograms before/after, and before/after image grids per dataset
-  (PNG in reports/ and TensorBoard).
+  (PNG in reports/, titled with the row and site, and TensorBoard).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 
 from prepnet_jax import models
 from prepnet_jax.data import pipeline, transforms
-from prepnet_jax.eval import classify, metrics as metrics_lib
+from prepnet_jax.eval import classify, figures, metrics as metrics_lib, prepnet_layout
 from prepnet_jax.runtime import compile_cache, optimizers, rundir, sharding, writers
 from prepnet_jax.runtime.state import create_train_state
 from prepnet_jax.tasks.classifier import train as classifier
@@ -64,6 +64,12 @@ def build_origin_classifier(name: str, num_domains: int, width: float, optim_cfg
   return model, optimizers.make_optimizer(optim_cfg, spe, spe * epochs)
 
 
+def row_name(config, report_name: str) -> str:
+  """The display name of the row whose diagnostics are `report_name` (`prepnet_layout.diagnostics_report`)."""
+  slug = os.path.dirname(report_name)
+  return next((r["name"] for r in config.rows if prepnet_layout.row_slug(r["name"]) == slug), slug)
+
+
 def run_all(config, data, run, workdir: str, report_name: str, writer) -> dict:
   """Writes `reports/<report_name>.json` and the figures beside it; returns the report."""
   mesh = run.mesh
@@ -88,6 +94,8 @@ def run_all(config, data, run, workdir: str, report_name: str, writer) -> dict:
   result["origin_raw"] = data.origin_raw_cache[raw_key]
   result["origin_normalised"] = origin_classifier_accuracy(config, recon["train"], dom["train"], recon["test"],
                                                            dom["test"], mesh, k)
+  row = row_name(config, report_name)
+  after_label = "AE output\n(grayscaled)" if config.grayscale_cov else "AE output"
   # A Figure object, not pyplot: no global backend switch (safe in notebooks and threads).
   hist_fig = Figure(figsize=(4 * k, 3))
   axes = hist_fig.subplots(1, k, squeeze=False)
@@ -103,17 +111,15 @@ def run_all(config, data, run, workdir: str, report_name: str, writer) -> dict:
     ax = axes[0, d]
     ax.hist(x.mean(-1).ravel(), bins=64, range=(0, 1), alpha=0.6, density=True, label="before")
     ax.hist(y.mean(-1).ravel(), bins=64, range=(0, 1), alpha=0.6, density=True, label="after AE")
-    ax.set_title(f"{name}: intensity")
+    ax.set_title(f"{row} — {name}: intensity", fontsize=9)
     ax.legend()
     n = min(8, int(mask.sum()))
     before = writers.to_uint8(x[:n])
     after = writers.to_uint8(y[:n])
-    grid = writers.image_grid(np.concatenate([before, after]), ncols=n)
-    grids[name] = grid
-    # Top row raw, bottom row AE output; enlarged (nearest neighbour) so 48-px tiles are readable.
-    zoom = max(1, -(-128 // x.shape[1]))
-    writers.save_png(os.path.join(out_dir, f"before_after_{name}.png"),
-                           np.repeat(np.repeat(grid, zoom, axis=0), zoom, axis=1))
+    grids[name] = writers.image_grid(np.concatenate([before, after]), ncols=n)
+    figures.before_after_grid(os.path.join(out_dir, f"before_after_{name}.png"), before, after,
+                              f"{row} — site {name} (test slices, seed {int(config.seed)})",
+                              ("raw", after_label))
   hist_fig.tight_layout()
   hist_fig.savefig(os.path.join(out_dir, "intensity_histograms.png"), dpi=90)
   writer.write_images(0, {f"{os.path.basename(out_dir)}/before_after_{n}": g[None] for n, g in grids.items()})

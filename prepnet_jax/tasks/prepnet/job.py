@@ -15,6 +15,12 @@ For each table row (a named set of config overrides) and each seed:
 Resume: states are checkpointed after every phase (`layout` says where) and, inside a phase,
 every `checkpoint_every_epochs` epochs (`row_run`); a rerun skips finished rows and phases and
 continues a killed phase after its last checkpointed epoch.
+
+Console: the phases' progress lines (`row_run`) and, after every row/seed, one with the runs done,
+elapsed time and the ETA of the whole experiment (from the runs this process did). TensorBoard: one
+run per row/seed, its event files in the row's directory (`rows/<row>/seed_<s>/`), starting with its
+hyperparameters (the row's resolved config) and holding the curves of every phase (`row_run`) and
+the first seed's diagnostics images.
 """
 
 from __future__ import annotations
@@ -39,30 +45,43 @@ def _data_for(row_cfg, data_cache: dict) -> Data:
   return data_cache[key]
 
 
+def _hparams(row_cfg, row_name: str) -> dict:
+  """A row/seed's TensorBoard hyperparameters: its resolved config (clu flattens it), without the
+  list of every row of the table."""
+  return {"row": row_name, **{k: v for k, v in row_cfg.to_dict().items() if k != "rows"}}
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
   if int(config.checkpoint_every_epochs) < 0:
     raise ValueError(f"checkpoint_every_epochs={config.checkpoint_every_epochs} must be ≥ 0 (0 = checkpoints "
                      "at phase boundaries only)")
   mesh = sharding.make_mesh()
-  writer = writers.create_writer(workdir)
   t_start = time.time()
   data_cache: dict[tuple, Data] = {}
   all_results: dict[str, dict[int, dict]] = {}
-  for row in config.rows:
+  n_rows, n_seeds = len(config.rows), len(config.seeds)
+  to_run = sum(not os.path.exists(prepnet_layout.row_results_file(prepnet_layout.row_dir(workdir, row["name"], s)))
+               for row in config.rows for s in config.seeds)
+  runs = writers.Progress(to_run, every=1, name="prepnet", unit="run")
+  runs_done = 0
+  for i, row in enumerate(config.rows, 1):
     name = row["name"]
     all_results[name] = {}
-    for seed in config.seeds:
+    for j, seed in enumerate(config.seeds, 1):
+      where = f"row {i}/{n_rows} {name!r} seed {seed} ({j}/{n_seeds})"
       rc = prepnet_layout.row_config(config, row, int(seed))
       row_dir = prepnet_layout.row_dir(workdir, name, seed)
       done_file = prepnet_layout.row_results_file(row_dir)
       if os.path.exists(done_file):
         with open(done_file) as f:
           all_results[name][int(seed)] = json.load(f)
-        print(f"[prepnet] row {name!r} seed {seed}: finished earlier, results loaded", flush=True)
+        print(f"[prepnet] {where}: finished earlier, results loaded", flush=True)
         continue
       data = _data_for(rc, data_cache)
-      print(f"[prepnet] row {name!r} seed {seed}: schedule={rc.schedule} upsample={rc.upsample} "
-            f"(repeats {data.repeats}) grayscale_cov={rc.grayscale_cov} E_cov={rc.e_cov.name}", flush=True)
+      print(f"[prepnet] {where}: schedule={rc.schedule} upsample={rc.upsample} (repeats {data.repeats}) "
+            f"grayscale_cov={rc.grayscale_cov} E_cov={rc.e_cov.name}", flush=True)
+      writer = writers.create_writer(row_dir)
+      writer.write_hparams(_hparams(rc, name))
       run = RowRun(rc, data, row_dir, prepnet_layout.shared_dir(workdir), mesh, writer,
                    f"{prepnet_layout.row_slug(name)}/s{seed}")
       results = run.run()
@@ -75,8 +94,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
       with open(done_file, "w") as f:  # written last: its presence marks the row/seed finished
         json.dump(results, f)
       all_results[name][int(seed)] = results
+      writer.close()
+      runs_done += 1
+      runs(runs_done, what=f"{where} done")
   tables = report.build_tables(all_results, config)
   text = report.write(workdir, tables, all_results, config, time.time() - t_start)
   print("\n" + text, flush=True)
-  writer.flush()
   return tables

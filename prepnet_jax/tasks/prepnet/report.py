@@ -7,18 +7,23 @@ Definitions (verified against the thesis's numbers):
   Cross                  mean of all cross "Average" values
   Sens/Spec/AUC          on the test split
   Δ                      percentage points against the baseline row
-Every number is a mean ± std over the seeds the config lists.
+Every number is a mean ± std over the seeds the config lists. Per row, a heatmap of the test
+balanced accuracy (COVID training set × evaluated dataset) goes beside its diagnostics.
 """
 
 from __future__ import annotations
 
+import os
+
+import jax
 import numpy as np
 
-from prepnet_jax.eval import prepnet_layout
+from prepnet_jax.eval import figures, prepnet_layout
 from prepnet_jax.runtime import rundir
 
 SPLITS = ("train", "val", "test")
 SHORT = {"train": "Tr", "val": "Va", "test": "Te"}
+HEATMAP = "cross_site_balanced_accuracy.png"
 
 
 def _seed_summary(result: dict) -> dict:
@@ -82,12 +87,37 @@ def _fmt(cell: dict | None, pct: bool = False) -> str:
   return f"{cell['mean']:.4f} ± {cell['std']:.4f}" if len(cell["values"]) > 1 else f"{cell['mean']:.4f}"
 
 
+def _layout(all_results: dict, row: str) -> tuple[list[str], list[str]]:
+  """(COVID training sets, evaluated datasets) of a row, from its first seed's results."""
+  first = all_results[row][sorted(all_results[row])[0]]
+  train_keys = [k for k in first if not k.startswith("_")]
+  return train_keys, list(first[train_keys[0]]["eval"])
+
+
+def heatmaps(workdir: str, tables: dict, all_results: dict) -> list[str]:
+  """`reports/<row>/cross_site_balanced_accuracy.png` per row: test balanced accuracy of each
+  COVID training set (rows) on each dataset (columns), mean ± std over seeds. A training set's
+  own datasets are what Within averages; the other cells show how it generalises across sites
+  (the table's Cross also averages their train and val splits)."""
+  paths = []
+  for row in (r for r in tables if not r.startswith("_")):
+    train_keys, datasets = _layout(all_results, row)
+    cells = [[tables[row][f"{key}|{d}|Te"] for d in datasets] for key in train_keys]
+    seeds = len(cells[0][0]["values"])
+    path = os.path.join(workdir, rundir.REPORTS, prepnet_layout.row_slug(row), HEATMAP)
+    if jax.process_index() == 0:
+      figures.cross_site_heatmap(
+          path, [[c["mean"] for c in line] for line in cells], train_keys, datasets,
+          f"{row}: test balanced accuracy\n({f'mean ± std over {seeds} seeds' if seeds > 1 else 'one seed'})",
+          stds=[[c["std"] for c in line] for line in cells] if seeds > 1 else None)
+    paths.append(path)
+  return paths
+
+
 def markdown(tables: dict, all_results: dict, config) -> str:
   rows = [r for r in tables if not r.startswith("_")]
   baseline = tables["_baseline"]
-  first = all_results[rows[0]][sorted(all_results[rows[0]])[0]]
-  train_keys = [k for k in first if not k.startswith("_")]
-  datasets = list(first[train_keys[0]]["eval"])
+  train_keys, datasets = _layout(all_results, rows[0])
   n_seeds = len(next(iter(all_results.values())))
   lines = [f"# PrepNet cross-dataset evaluation ({n_seeds} seed(s): {list(config.seeds)})", "",
            f"Balanced accuracy of the COVID classifier; mean ± std over seeds; Δ in pp vs **{baseline}**.",
@@ -139,9 +169,10 @@ def verdicts(tables: dict, rows: list[str], baseline: str) -> list[str]:
 
 
 def write(workdir: str, tables: dict, all_results: dict, config, seconds: float) -> str:
-  """`reports/prepnet_table.{json,md}` (the tables) and `reports/prepnet_results.json` (the tables
-  with every row's per-seed results, curves left out); returns the Markdown."""
+  """`reports/prepnet_table.{json,md}` (the tables), `reports/prepnet_results.json` (the tables
+  with every row's per-seed results, curves left out) and the per-row heatmaps; returns the Markdown."""
   text = markdown(tables, all_results, config) + f"\nWall time: {seconds:.0f} s\n"
+  heatmaps(workdir, tables, all_results)
   rundir.write_report(workdir, prepnet_layout.TABLE_REPORT, tables, text, indent=1)
   raw = {row: {str(s): {k: v for k, v in r.items() if k != "_curves"} for s, r in by.items()}
          for row, by in all_results.items()}

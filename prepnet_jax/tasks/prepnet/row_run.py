@@ -4,6 +4,8 @@ The AE, E_img and every E_cov are `TrainState`s updated by the jitted steps of `
 every phase the states are checkpointed in the row's directory; a rerun skips finished phases.
 Inside a phase, every `checkpoint_every_epochs` epochs, the states it trains go to an epoch
 checkpoint (`phase_progress`); a rerun continues a killed phase after its last saved epoch.
+
+Console progress and TensorBoard scalars: `phase_log`.
 """
 
 from __future__ import annotations
@@ -17,14 +19,12 @@ import numpy as np
 from absl import logging
 
 from prepnet_jax.data import pipeline
-from prepnet_jax.eval import calibration, metrics as metrics_lib, prepnet_layout
+from prepnet_jax.eval import calibration, classify, metrics as metrics_lib, prepnet_layout
 from prepnet_jax.models import prepnet_networks
-from prepnet_jax.runtime import checkpointing, checks, sharding
+from prepnet_jax.runtime import checkpointing, sharding
 from prepnet_jax.runtime.state import TrainState
-from prepnet_jax.tasks.prepnet import phase_progress, rows, schedules, steps
+from prepnet_jax.tasks.prepnet import phase_log, phase_progress, rows, schedules, steps
 from prepnet_jax.tasks.prepnet.training_data import Data
-
-
 
 def _sigmoid(x):
   return 1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))
@@ -33,16 +33,15 @@ def _sigmoid(x):
 class RowRun:
   """Runs one schedule for one seed with phase and epoch checkpoints in `workdir`.
 
-  `shared_dir` holds what rows with the same AE-side config share (see `phase`).
+  `shared_dir` holds what rows with the same AE-side config share (see `phase`); `writer` is the
+  row/seed's TensorBoard run and `label` names it on the console.
   """
 
   def __init__(self, config, data: Data, workdir: str, shared_dir: str, mesh, writer, label: str):
     self.config, self.data, self.workdir, self.mesh, self.writer = config, data, workdir, mesh, writer
-    self.shared_dir = shared_dir
-    self.label = label
+    self.shared_dir, self.label = shared_dir, label
     self.schedule = schedules.get_schedule(config.schedule)
-    self.bs = int(config.batch_size)
-    self.seed = int(config.seed)
+    self.bs, self.seed = int(config.batch_size), int(config.seed)
     self.ckpt = checkpointing.Checkpointer(prepnet_layout.row_checkpoints(workdir), 1)
     self.meta = {"done": [], "curves": {}, "log_step": 0}
     self.gray_cov = bool(config.grayscale_cov)
@@ -50,6 +49,7 @@ class RowRun:
     self.loss_cfg = config.losses
     self.phase_index = 0
     self.progress: phase_progress.PhaseProgress | None = None  # the running phase's epoch checkpoint
+    self.log = phase_log.PhaseLog(writer, label)
     self.steps_all = pipeline.steps_per_epoch(data.all_train, self.bs)
     r_ae, r_img, self.r_cov = jax.random.split(jax.random.key(self.seed), 3)
     self.ae = sharding.replicate(prepnet_networks.make_ae_state(config, r_ae, self.steps_all), mesh)
@@ -85,6 +85,9 @@ class RowRun:
       tree, meta = cache.restore({"ae": jax.device_get(self.ae), "img": jax.device_get(self.img)})
       self.ae, self.img = sharding.replicate(tree["ae"], self.mesh), sharding.replicate(tree["img"], self.mesh)
       self.meta["curves"].update(meta["curves"])
+      for curve, epochs in meta["curves"].items():  # this row's TensorBoard run gets them too
+        for entry in epochs:
+          self.log.write_scalars(self.meta, curve, {k: v for k, v in entry.items() if k != "epoch"})
       print(f"[prepnet {self.label}] {name}: reused the identical phase of an earlier row "
             f"({os.path.basename(cache.directory)})", flush=True)
     else:
@@ -135,23 +138,23 @@ class RowRun:
     ds = pipeline.train_dataset(source, preprocess, self.bs, seed=self.seed * 1000 + salt)
     return pipeline.make_iterator(ds)
 
-  def _log(self, phase: str, epoch: int, scalars: dict) -> None:
+  def _log(self, phase: str, epoch: int, n_epochs: int, scalars: dict) -> None:
     scalars = {k: float(v) for k, v in jax.device_get(scalars).items()}
-    step = self.meta["log_step"] = self.meta["log_step"] + 1
-    checks.check_finite(scalars, step)
-    self.writer.write_scalars(step, {f"{self.label}/{phase}/{k}": v for k, v in scalars.items()})
+    self.log.write_scalars(self.meta, phase, scalars)
     self.meta["curves"].setdefault(phase, []).append({"epoch": epoch, **scalars})
-    text = " ".join(f"{k}={v:.4f}" for k, v in scalars.items())
-    print(f"[prepnet {self.label}] {phase} epoch {epoch}: {text}", flush=True)
+    self.log.epoch_line(f"{phase} epoch {epoch}/{n_epochs}", scalars)
 
-  def _epochs(self, phase: str, n_epochs: int, run_epoch, trains: tuple[str, ...], iterators: list) -> None:
+  def _epochs(self, phase: str, n_epochs: int, run_epoch, trains: tuple[str, ...], iterators: list,
+              epoch_steps: int) -> None:
     """Epochs 1..n_epochs of a loop that updates the row's states named in `trains` ('ae', 'img')
-    and draws from `iterators`, continuing after the phase's epoch checkpoint if it has one."""
+    and draws from `iterators`, continuing after the phase's epoch checkpoint if it has one;
+    `run_epoch` ticks `self.log` `epoch_steps` times per epoch."""
     start, states, _ = self._resume_epochs(phase, {n: getattr(self, n) for n in trains}, iterators)
     for n in trains:
       setattr(self, n, states[n])
+    self.log.start(n_epochs * epoch_steps, start * epoch_steps)
     for epoch in range(start + 1, n_epochs + 1):
-      self._log(phase, epoch, run_epoch(epoch))
+      self._log(phase, epoch, n_epochs, run_epoch(epoch))
       self.progress.save(epoch, n_epochs, {n: getattr(self, n) for n in trains}, iterators, self.meta)
 
   def _mean(self, outs: list[dict]) -> dict:
@@ -161,31 +164,29 @@ class RowRun:
     return sharding.shard_batch(batch, self.mesh)
 
   @property
-  def eval_batch_size(self) -> int:
-    """The batch size rounded up to a multiple of the device count (eval batches are padded)."""
-    n = self.mesh.devices.size
-    return ((self.bs + n - 1) // n) * n
+  def eval_batch_size(self) -> int:  # eval batches are padded to a multiple of the device count
+    return classify.round_up(self.bs, self.mesh.devices.size)
 
   # -- AE / E_img phases: each takes (curve name, epochs, batch-order salt)
-  def ae_rec_epochs(self, curve: str, n_epochs: int, salt: int) -> None:
+  def _one_net_epochs(self, curve: str, n_epochs: int, salt: int, net: str, step) -> None:
+    """Epochs of the one network `net` ('ae' or 'img'), updated by `step(state, batch)`."""
     it = self._batches(self.data.all_train, pipeline.identity, salt)
     def run(_):
       outs = []
       for _ in range(self.steps_all):
-        self.ae, out = steps.ae_rec_step(self.ae, self._shard(next(it)), rec=self.loss_cfg.rec)
-        outs.append(out)
+        state, out = step(getattr(self, net), self._shard(next(it)))
+        setattr(self, net, state)
+        outs.append(self.log.tick(out, curve))
       return self._mean(outs)
-    self._epochs(curve, n_epochs, run, ("ae",), [it])
+    self._epochs(curve, n_epochs, run, (net,), [it], self.steps_all)
+
+  def ae_rec_epochs(self, curve: str, n_epochs: int, salt: int) -> None:
+    self._one_net_epochs(curve, n_epochs, salt, "ae",
+                         lambda ae, batch: steps.ae_rec_step(ae, batch, rec=self.loss_cfg.rec))
 
   def img_epochs(self, curve: str, n_epochs: int, salt: int) -> None:
-    it = self._batches(self.data.all_train, pipeline.identity, salt)
-    def run(_):
-      outs = []
-      for _ in range(self.steps_all):
-        self.img, out = steps.img_step(self.img, self.ae, self._shard(next(it)), gray=self.gray_img)
-        outs.append(out)
-      return self._mean(outs)
-    self._epochs(curve, n_epochs, run, ("img",), [it])
+    self._one_net_epochs(curve, n_epochs, salt, "img",
+                         lambda img, batch: steps.img_step(img, self.ae, batch, gray=self.gray_img))
 
   def _forget(self, batch):
     return steps.forget_step(self.ae, self.img, batch, eta_rec=float(self.loss_cfg.eta_rec),
@@ -203,22 +204,22 @@ class RowRun:
           self.ae, o1 = steps.ae_rec_step(self.ae, self._shard(next(its[0])), rec=self.loss_cfg.rec)
           self.img, o2 = steps.img_step(self.img, self.ae, self._shard(next(its[1])), gray=self.gray_img)
           self.ae, o3 = self._forget(self._shard(next(its[2])))
-          outs.append({"rec_l_rec": o1["l_rec"], **o2, **o3})
+          outs.append(self.log.tick({"rec_l_rec": o1["l_rec"], **o2, **o3}, curve))
         return self._mean(outs)
       o1 = []
       for _ in range(self.steps_all):
         self.ae, o = steps.ae_rec_step(self.ae, self._shard(next(its[0])), rec=self.loss_cfg.rec)
-        o1.append(o)
+        o1.append(self.log.tick(o, curve))
       o2 = []
       for _ in range(self.steps_all):
         self.img, o = steps.img_step(self.img, self.ae, self._shard(next(its[1])), gray=self.gray_img)
-        o2.append(o)
+        o2.append(self.log.tick(o, curve))
       o3 = []
       for _ in range(self.steps_all):
         self.ae, o = self._forget(self._shard(next(its[2])))
-        o3.append(o)
+        o3.append(self.log.tick(o, curve))
       return {"rec_l_rec": self._mean(o1)["l_rec"], **self._mean(o2), **self._mean(o3)}
-    self._epochs(curve, n_epochs, run, ("ae", "img"), its)
+    self._epochs(curve, n_epochs, run, ("ae", "img"), its, self.steps_all * (1 if per_batch else 3))
 
   def pretrained_ae(self, curve: str, n_epochs: int, salt: int) -> None:
     """Replaces phase 1 by a pre-trained AE: loaded from a workdir, or pretrained once and cached."""
@@ -244,6 +245,7 @@ class RowRun:
     it = self._batches(self.data.all_train, pipeline.identity, salt)
     img_it = self._batches(self.data.all_train, pipeline.identity, salt + 1)
     variant = self.config.diagnostic_variant
+    name = f"{curve}_{variant}_{cov_key}"
     def run(_):
       outs = []
       for _ in range(self.steps_all):
@@ -256,7 +258,7 @@ class RowRun:
                                         gray=self.gray_img)
         if self.config.diagnostic_train_img:
           self.img, _ = steps.img_step(self.img, self.ae, self._shard(next(img_it)), gray=self.gray_img)
-        outs.append(out)
+        outs.append(self.log.tick(out, name))
       scalars = self._mean(outs)
       cov = self.cov_states[cov_key][1]
       for d in range(len(self.data.refs)):
@@ -266,7 +268,7 @@ class RowRun:
           scalars[f"cov_ba_{self.data.names[d]}_{split}_{tag}"] = jnp.asarray(ba)
       return scalars
     trains = ("ae", "img") if self.config.diagnostic_train_img else ("ae",)
-    self._epochs(f"{curve}_{variant}_{cov_key}", n_epochs, run, trains, [it, img_it])
+    self._epochs(name, n_epochs, run, trains, [it, img_it], self.steps_all)
 
   # -- E_cov
   def new_cov(self, salt: int) -> TrainState:
@@ -319,28 +321,36 @@ class RowRun:
     best = (-1.0, None, None, 0)
     eta = self.loss_cfg
     trains_ae = ae is not None and mode != "frozen_ae"
+    curve = f"cov_{key}"
+
+    def epoch_steps(epoch: int) -> int:  # four_step: `epoch` rec, img and forget steps, then joint ones
+      return min(epoch, n_steps) + 3 * epoch if mode == "four_step" else n_steps
 
     def states():  # what an epoch checkpoint holds; four_step trains the row's own AE and E_img
       return {"cov": cov, "ae": ae if trains_ae else None, "img": self.img if mode == "four_step" else None,
               "best_ae": best[1], "best_cov": best[2]}
     template = {**states(), "best_ae": ae if trains_ae else None, "best_cov": cov}
-    start, restored, extra = self._resume_epochs(f"cov_{key}", template, [it, *its])
+    start, restored, extra = self._resume_epochs(curve, template, [it, *its])
     if start:
       cov, ae = restored["cov"], restored["ae"] if trains_ae else ae
       if mode == "four_step":
         self.ae, self.img = ae, restored["img"]
       best = (extra["best_ba"], jax.device_get(restored["best_ae"]), jax.device_get(restored["best_cov"]),
               extra["best_epoch"])
+    self.log.start(sum(map(epoch_steps, range(1, n_epochs + 1))), sum(map(epoch_steps, range(1, start + 1))))
     for epoch in range(start + 1, n_epochs + 1):
       outs = []
       steps_this_epoch = min(epoch, n_steps) if mode == "four_step" else n_steps
       if mode == "four_step":  # Exp. 4.2: rec, img, forget on `epoch` batches each, then joint
         for _ in range(epoch):
-          self.ae, _ = steps.ae_rec_step(self.ae, self._shard(next(its[0])), rec=eta.rec)
+          self.ae, out = steps.ae_rec_step(self.ae, self._shard(next(its[0])), rec=eta.rec)
+          self.log.tick(out, curve)
         for _ in range(epoch):
-          self.img, _ = steps.img_step(self.img, self.ae, self._shard(next(its[1])), gray=self.gray_img)
+          self.img, out = steps.img_step(self.img, self.ae, self._shard(next(its[1])), gray=self.gray_img)
+          self.log.tick(out, curve)
         for _ in range(epoch):
-          self.ae, _ = self._forget(self._shard(next(its[2])))
+          self.ae, out = self._forget(self._shard(next(its[2])))
+          self.log.tick(out, curve)
         ae = self.ae
       for _ in range(steps_this_epoch):
         batch = self._shard(next(it))
@@ -358,7 +368,7 @@ class RowRun:
                                         class_weights=cw)
         else:
           raise ValueError(f"unknown E_cov training mode {mode!r}")
-        outs.append(out)
+        outs.append(self.log.tick(out, curve))
       if mode == "four_step":
         self.ae = ae
       val_src = self.data.val(members)
@@ -369,7 +379,7 @@ class RowRun:
       for d in cross:  # the cross-dataset validation curve the thesis plots
         scalars[f"cross_val_ba_{self.data.names[d]}"] = jnp.asarray(
             self.evaluate_split(ae, cov, d, "val")["balanced_accuracy"])
-      self._log(f"cov_{key}", epoch, scalars)
+      self._log(curve, epoch, n_epochs, scalars)
       # Ties (e.g. every epoch at BA 0.5 on a tiny validation split) keep the later, more trained
       # epoch rather than the untrained first one.
       if val["balanced_accuracy"] >= best[0]:

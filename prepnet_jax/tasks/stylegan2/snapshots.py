@@ -1,7 +1,8 @@
 """StyleGAN2 snapshots: Fréchet distance / KID with the named feature extractor, the
 augmentation-leak check and a fixed-latent sample grid (TensorBoard and
 `reports/fakes_<kimg>.png`), every `snapshot_kimg` and at kimg 0; the records accumulate in
-`reports/metrics_history.json`.
+`reports/metrics_history.json`, drawn as `reports/curve_<metric>.png` against kimg. Beside the
+fakes, `reports/reals.png` shows training images at the same layout (and labels).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import jax
 import numpy as np
 
 from prepnet_jax.data import diffaugment, pipeline
-from prepnet_jax.eval import generators
+from prepnet_jax.eval import figures, generators
 from prepnet_jax.runtime import rundir, writers
 from prepnet_jax.tasks.stylegan2 import steps
 
@@ -33,6 +34,9 @@ class Snapshotter:
     self.history_path = os.path.join(self.reports, f"{HISTORY}.json")
     eval_cfg = config.eval
     self.labels = pipeline.column(reals, "label")
+    self.grid_columns = int(math.ceil(math.sqrt(int(eval_cfg.grid_size))))
+    if jax.process_index() == 0 and not os.path.exists(os.path.join(self.reports, "reals.png")):
+      self.save_reals(reals, preprocess, setup.hp.c_dim > 0)
     num_real = int(eval_cfg.num_real) or len(reals)
     if num_real < len(reals):  # a fixed random subset, in dataset order
       pick = np.random.default_rng(int(config.seed)).permutation(len(reals))[:num_real]
@@ -43,6 +47,17 @@ class Snapshotter:
     self.dataset = f"{config.data.train}:{config.data.train_split}:class_filter={config.data.class_filter}"
     self.extractor = None
     self.real_stats, self.real_leaks = None, {}
+
+  def save_reals(self, reals, preprocess: pipeline.Preprocess, conditional: bool) -> str:
+    """`reports/reals.png`: the fakes' grid drawn with training images. A conditional grid's fakes
+    take the labels of the first training examples in turn (`steps.generate_uint8`), so those
+    examples fill it; an unconditional one shows images spread evenly over the set."""
+    count = int(self.config.eval.grid_size)
+    picks = (np.arange(count) % len(reals) if conditional
+             else np.linspace(0, len(reals) - 1, count).round().astype(int))
+    images = pipeline.materialize(pipeline.SubsetSource(reals, picks), preprocess).column("image")
+    grid = writers.image_grid(writers.to_uint8(images, (-1.0, 1.0)), ncols=self.grid_columns)
+    return writers.save_png(os.path.join(self.reports, "reals.png"), grid)
 
   def get_extractor(self):
     """The named feature extractor (built once); 'randinit' sees images at `extractor_image_size`."""
@@ -104,13 +119,15 @@ class Snapshotter:
         record.update({f"real_{k}": v for k, v in self.real_leaks.items()})
     grid = steps.generate_uint8(self.setup, state, self.grid_key, int(eval_cfg.grid_size), self.labels,
                           float(eval_cfg.truncation_psi), noise_mode="const")
-    grid = writers.image_grid(grid, ncols=int(math.ceil(math.sqrt(len(grid)))))
+    grid = writers.image_grid(grid, ncols=self.grid_columns)
     writers.save_png(os.path.join(self.reports, f"fakes_{kimg:010.3f}.png"), grid)
     self.writer.write_images(nimg, {"fakes": grid[None]})
     numbers = {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     self.writer.write_scalars(nimg, {f"snapshot/{k}": v for k, v in numbers.items()})
     history.append(record)
     rundir.write_report(self.workdir, HISTORY, history)
+    if jax.process_index() == 0:
+      figures.history_curves(self.reports, history, "kimg", "kimg", "StyleGAN2")
     shown = ", ".join(f"{k}={v:.4g}" for k, v in numbers.items()
                       if k not in ("nimg", "step") and not k.endswith(("_std", "_noise_floor")))
     print(f"[stylegan2] snapshot {shown}", flush=True)

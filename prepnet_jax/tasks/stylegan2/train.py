@@ -109,6 +109,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
       check_batch(batch, hp)
     state, scalars = train_step(setup, state, sharding.shard_batch(batch, mesh), step)
     done = step + 1
+    if step == start:  # the first step also compiled: no guide to the speed of the others
+      jax.block_until_ready(state)
+      progress.restart_rate(done)
     if done % log_every == 0 or done % snapshot_steps == 0 or done == total_steps:
       scalars = {k: float(v) for k, v in jax.device_get(scalars).items()}
       checks.check_finite(scalars, done)
