@@ -57,9 +57,10 @@ def get_config():
   # model was trained (its preprocess.ct_window, else the lung window), X-rays by the header's VOI
   # LUT / window (pydicom); (level, width) = this linear window for every DICOM instead.
   c.dicom_window = ()
-  # NIfTI CT volumes: the MosMed loader's slices (data/ct_datasets.MosmedConfig defaults).
+  # NIfTI CT volumes: the MosMed loader's slices (data/ct_datasets.MosmedConfig defaults); window
+  # () = as CT DICOM, the model's training window (else the lung window); (level, width) = this one.
   c.nifti = ml_collections.ConfigDict(dict(
-      positions=readers.THESIS_POSITIONS, window=readers.LUNG_WINDOW, rotate_k=1, crop=(25, 45),
+      positions=readers.THESIS_POSITIONS, window=(), rotate_k=1, crop=(25, 45),
       flip_ud=False))
   # Optional: a PrepNet run's AE (row prepnet_row, seed model_seed) in front of a classifier that
   # was trained on AE-normalised CT images ('' = none). PrepNet's own AE + E_cov pipeline is the

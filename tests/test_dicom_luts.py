@@ -239,8 +239,7 @@ def test_predicting_a_series_folder_equals_predicting_the_volume_as_nifti(study,
   assert sorted(name for _, name in inputs) == ["scan/series_2", "scan/series_7", "slice.png"]
 
   config = predict_config(windowed_model, f"{folder},{nifti_path}")
-  config.nifti.window = TRAINING_WINDOW  # NIfTI volumes take the window from config.nifti
-  summary = predict.run(config, str(tmp_path / "run"))
+  summary = predict.run(config, str(tmp_path / "run"))  # NIfTI too in the training window
   assert (summary["n_ok"], summary["n_failed"]) == (4, 0)
   records = {}
   for name in os.listdir(tmp_path / "run" / "predictions"):
@@ -255,6 +254,7 @@ def test_predicting_a_series_folder_equals_predicting_the_volume_as_nifti(study,
     np.testing.assert_allclose(list(got["probabilities"].values()), list(want["probabilities"].values()),
                                atol=1e-6)
   assert any("from preprocess.ct_window of the training config" in n for n in series["notes"])
+  assert any("(preprocess.ct_window of the training config" in n for n in volume["notes"])
   assert len(records["scan_series_7"]["images"]) == 3 and records["slice"]["format"] == "image"
   gradcam = np.asarray(Image.open(tmp_path / "run" / "predictions" / series["images"][0]["gradcam_png"]))
   assert gradcam.shape == (32, 32, 3)

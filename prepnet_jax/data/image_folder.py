@@ -66,9 +66,12 @@ def check_image(path: str | pathlib.Path, read_options: readers.ReadOptions | No
 
 
 def list_images(folder: pathlib.Path) -> list[pathlib.Path]:
-  """Image files below `folder` (recursive, sorted, hidden files ignored)."""
+  """Entries with an image file name below `folder` (recursive, sorted, hidden files ignored).
+
+  Not only regular files: a broken link or a FIFO named like an image is listed too, so that
+  `check_image` refuses it with the reason (without opening it) and the skip is accounted for."""
   return sorted(p for p in folder.rglob("*")
-                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+                if not p.is_dir() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
 
 
 def class_folders_in(root: pathlib.Path) -> list[str]:

@@ -40,6 +40,7 @@ VOCABULARIES: dict[str, Callable[[], Collection[str]]] = {
     "augment_experiment:generator.noise_mode": _NOISE_MODES,
     "fd.metrics": _GEN_METRICS,
     "stylegan2:eval.metrics": _GEN_METRICS,
+    "gen_metrics:inception.resize_mode": _registry("prepnet_jax.eval.feature_extractors", "RESIZE_MODES"),
     # data and preprocessing
     "preprocess.resize_method": _registry("prepnet_jax.data.transforms", "RESIZE_METHODS"),
     "preprocess.value_range": _registry("prepnet_jax.data.transforms", "VALUE_RANGES"),
@@ -48,4 +49,5 @@ VOCABULARIES: dict[str, Callable[[], Collection[str]]] = {
     "prepnet:schedule": _registry("prepnet_jax.tasks.prepnet.schedules", "SCHEDULES"),
     "augment_experiment:arms": _registry("prepnet_jax.tasks.augment_experiment.arms", "ARMS"),
     "augment_experiment:classical.preset": _registry("prepnet_jax.data.classical_augment", "PRESETS"),
+    "serve:server": _registry("prepnet_jax.tasks.serve.app", "SERVERS"),
 }

@@ -55,7 +55,7 @@ class ReadOptions:
   ct_window: tuple[float, float] = LUNG_WINDOW
   ct_window_source: str = "the project's lung window (no model's training config given)"
   nifti_positions: tuple = THESIS_POSITIONS
-  nifti_window: tuple[float, float] = LUNG_WINDOW
+  nifti_window: tuple[float, float] | None = None  # None: the CT window (`ct_window`), as DICOM CT
   nifti_rotate_k: int = 1
   nifti_crop: tuple[int, int] = (25, 45)
   nifti_flip_ud: bool = False
@@ -75,7 +75,7 @@ class ReadOptions:
         raise ValueError(f"config.{field} = {value!r}: must be a positive integer")
     n = config.nifti
     return cls(dicom_window=window, nifti_positions=tuple(n.positions),
-               nifti_window=tuple(float(v) for v in n.window), nifti_rotate_k=int(n.rotate_k),
+               nifti_window=tuple(float(v) for v in n.window) or None, nifti_rotate_k=int(n.rotate_k),
                nifti_crop=tuple(int(v) for v in n.crop), nifti_flip_ud=bool(n.flip_ud),
                min_side=int(config.min_side), max_side=int(config.max_side),
                max_pixels=int(config.max_pixels), max_voxels=int(config.max_voxels))

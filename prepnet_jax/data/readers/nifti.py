@@ -164,13 +164,16 @@ def read_nifti(path: str, options: ReadOptions, notes: list[str], warnings: list
       raise InputError(path, f"cannot read the NIfTI volume: {type(e).__name__}: {e}") from e
   volume = finite(path, volume, "voxel values", notes, warnings)
   indices = slice_indices(volume.shape[2], options.nifti_positions)
+  # The model's training window unless config.nifti.window names one: the same rule as CT DICOM.
+  window, source = ((options.nifti_window, "config.nifti.window") if options.nifti_window
+                    else (options.ct_window, options.ct_window_source))
   try:
     slices = mosmed_slices(volume, options.nifti_positions, options.nifti_rotate_k, options.nifti_crop,
-                           options.nifti_window, options.nifti_flip_ud)
+                           window, options.nifti_flip_ud)
   except ValueError as e:
     raise InputError(path, str(e)) from e
   notes.append(f"NIfTI volume {tuple(volume.shape)} (RAS+): slices {indices} of {volume.shape[2]}, "
-               f"window {options.nifti_window}, crop {options.nifti_crop}")
+               f"window {window} ({source}), crop {options.nifti_crop}")
   return [LoadedImage(s[..., None], "ct", f"slice {i}") for i, s in zip(indices, slices)]
 
 
