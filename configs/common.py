@@ -84,10 +84,19 @@ def data(train, eval_: Sequence[str] = (), **fields) -> ml_collections.ConfigDic
 
 
 def augment(**fields) -> ml_collections.ConfigDict:
-  """Classical augmentation of the training images (all off by default)."""
+  """Classical augmentation of the training images (all off by default).
+
+  gamma, blur_sharpen, noise, low_resolution: BigAug's stacked appearance transforms (Zhang et al.
+  2020; `data.transforms.random_appearance`), each applied with probability bigaug_probability.
+  """
   a = ml_collections.ConfigDict(dict(
       crop_resize=0, crop_margin=0, hflip=False, affine_degrees=0.0, affine_translate=0.0,
-      affine_scale=0.0, brightness=0.0, contrast=0.0))
+      affine_scale=0.0, brightness=0.0, contrast=0.0,
+      gamma=0.0,                    # γ = exp(U(-gamma, gamma)), x -> 255·(x/255)^γ
+      blur_sharpen=0.0,             # max Gaussian σ (px): blur, or unsharp mask, 1/2 each
+      noise=0.0,                    # Gaussian noise σ ~ U(0, noise) as a fraction of 255
+      low_resolution=0.0,           # [0, 1): shrink by U(1 - low_resolution, 1) and back
+      bigaug_probability=0.5))      # each of the four, independently (BigAug's 0.5)
   a.update(fields)
   return a
 

@@ -97,6 +97,27 @@ def get_config():
   # checkpoint replaces the last one.
   c.checkpoint_every_epochs = 1
   c.cov_class_weights = "balanced"     # E_cov loss weights: 'balanced' (sars is 74 % positive) or 'none'
+  # Patient-level results beside the slice-level ones: a patient's score is the mean (or 'max') of
+  # its slices' COVID probabilities.
+  c.patient_aggregation = "mean"
+  # Also train E_cov on every group of all sites but one and test on the held-out site (results
+  # tagged 'leave_one_site_out'; the Within/Cross columns stay the cov_train_sets protocol's).
+  c.leave_one_site_out = False
+  # The harmonisation literature's simple baselines (prepnet_jax/tasks/prepnet/baselines.py), all
+  # off here; configs/prepnet_evidence.py turns each on in a row of its own.
+  c.baselines = ml_collections.ConfigDict(dict(
+      standardise="",        # '' | 'zscore' | 'nyul' | 'histogram_matching' (per site, before E_cov; no AE)
+      reference_site="",     # the site nyul / histogram_matching map onto ('' = the first of data.train)
+      dann_weight=0.0,       # > 0: DANN, E_cov's origin head behind gradient reversal × Ganin's ramp
+      dann_hidden=64,        # width of the origin head's hidden layer
+      test_time_bn=False,    # AdaBN: E_cov's BatchNorm statistics re-estimated on each evaluated site
+  ))
+  # Comparisons beyond "every row vs baseline_row": (row, reference row) pairs, e.g. a PrepNet
+  # variant against its equal-training control. The evidence report gives each a paired CI.
+  c.comparisons = ()
+  # Where the evidence report (reports/prepnet_evidence.md) is also written as a repository page,
+  # with its figures in a folder of the same name ('' = only reports/).
+  c.evidence_page = ""
 
   c.rows = (
       dict(name="Original", overrides={"schedule": "none"}),

@@ -247,8 +247,81 @@ def random_brightness_contrast(rng: np.random.Generator, img: np.ndarray, bright
   return np.rint(out).astype(np.uint8)
 
 
+BIGAUG_PROBABILITY = 0.5  # BigAug's chance of applying each transform
+
+
+def random_appearance(rng: np.random.Generator, img: np.ndarray, gamma: float = 0., blur_sharpen: float = 0.,
+                      noise: float = 0., low_resolution: float = 0.,
+                      probability: float = BIGAUG_PROBABILITY) -> np.ndarray:
+  """BigAug's image-quality and appearance stack on uint8 (Zhang et al., IEEE TMI 2020, "Generalizing
+  deep learning for medical image segmentation to unseen domains via deep stacked transformation").
+
+  Unseen scanners differ in resolution, sharpness, intensity response and noise; stacking random
+  versions of each during training makes a model less sensitive to them. Each transform whose
+  range is > 0 is applied independently with `probability` (BigAug: 0.5), in this order:
+  - low_resolution: shrink by f ~ U(1 - low_resolution, 1) (sides rounded, >= 1 px) and enlarge
+    back, both bilinear (Pillow, antialiased when shrinking): a coarser scanner's resolution;
+  - blur_sharpen: with probability 1/2 a Gaussian blur of σ ~ U(min(0.25, blur_sharpen),
+    blur_sharpen) px, otherwise an unsharp mask x + α(x - blur_σ(x)) with σ drawn the same way and
+    α ~ U(0, 1) (scipy.ndimage.gaussian_filter, 'nearest' edges, within each channel);
+  - gamma: 255·(x/255)^γ with γ = exp(U(-gamma, gamma)) (γ > 1 darkens mid-tones);
+  - noise: additive Gaussian noise of standard deviation U(0, noise)·255, one field shared by all
+    channels (a grey CT slice repeated to RGB stays grey, as the detector noise it mimics would).
+  Work is in float32, clipped to [0, 255] after each step, rounded to uint8 once at the end.
+  Draws, per enabled transform in the order above: the coin rng.random(), then its parameters
+  (blur_sharpen: rng.random() < 0.5 picks blur, then σ, then α for sharpening). With every range
+  0 the image is returned untouched and rng is not used, so existing pipelines are unchanged.
+  """
+  img = _as_hwc(img)
+  if img.dtype != np.uint8:
+    raise TypeError(f"random_appearance expects uint8, got dtype {img.dtype}")
+  for name, value in (("gamma", gamma), ("blur_sharpen", blur_sharpen), ("noise", noise)):
+    if not value >= 0:
+      raise ValueError(f"{name} must be >= 0, got {value}")
+  if not 0 <= low_resolution < 1:
+    raise ValueError(f"low_resolution must be in [0, 1), got {low_resolution}")
+  if not 0 <= probability <= 1:
+    raise ValueError(f"probability must be in [0, 1], got {probability}")
+  if gamma == blur_sharpen == noise == low_resolution == 0:
+    return img
+  channels = img.shape[-1]
+  # A grey image repeated to 3 channels (CT slices): every step acts within a channel and the
+  # noise is shared, so working on one channel gives the identical result, 3x cheaper.
+  grey = channels > 1 and all(np.array_equal(img[..., 0], img[..., c]) for c in range(1, channels))
+  out = (img[..., :1] if grey else img).astype(np.float32)
+  height, width = out.shape[:2]
+  if low_resolution > 0 and rng.random() < probability:
+    factor = rng.uniform(1 - low_resolution, 1)
+    small = (max(1, round(height * factor)), max(1, round(width * factor)))
+    out = resize(resize(out, small, "bilinear"), (height, width), "bilinear")
+  if blur_sharpen > 0 and rng.random() < probability:
+    blur = rng.random() < 0.5
+    sigma = rng.uniform(min(0.25, blur_sharpen), blur_sharpen)
+    blurred = scipy.ndimage.gaussian_filter(out, sigma=(sigma, sigma, 0), mode="nearest")
+    out = blurred if blur else np.clip(out + np.float32(rng.uniform(0, 1)) * (out - blurred), 0, 255)
+  if gamma > 0 and rng.random() < probability:
+    out = 255 * (out / 255) ** np.float32(np.exp(rng.uniform(-gamma, gamma)))
+  if noise > 0 and rng.random() < probability:
+    sigma = rng.uniform(0, noise) * 255
+    out = np.clip(out + rng.normal(0.0, sigma, (height, width, 1)).astype(np.float32), 0, 255)
+  out = np.rint(np.clip(out, 0, 255)).astype(np.uint8)
+  return np.repeat(out, channels, axis=-1) if grey else out
+
+
+# BigAug fields (gamma ... low_resolution, with bigaug_probability): see `random_appearance`; all
+# ranges 0 = off. `augments` says whether a config augments at all.
 _AUGMENT_DEFAULTS = dict(crop_resize=0, crop_margin=0, hflip=False, affine_degrees=0.0,
-                         affine_translate=0.0, affine_scale=0.0, brightness=0.0, contrast=0.0)
+                         affine_translate=0.0, affine_scale=0.0, brightness=0.0, contrast=0.0,
+                         gamma=0.0, blur_sharpen=0.0, noise=0.0, low_resolution=0.0,
+                         bigaug_probability=BIGAUG_PROBABILITY)
+# Fields that only tune another field's transform: on their own they change no image.
+_AUGMENT_MODIFIERS = ("crop_margin", "bigaug_probability")
+
+
+def augments(augment_cfg) -> bool:
+  """Whether an `augment` config changes training images at all (the jobs cache preprocessed
+  training images only when it does not)."""
+  return any(bool(v) for k, v in dict(augment_cfg).items() if k not in _AUGMENT_MODIFIERS)
 # ct_window: () or None = the images are already 8-bit; (level, width) = Hounsfield-unit input.
 _PREPROCESS_DEFAULTS = dict(image_size=224, channels=3, grayscale=False, equalize=True,
                             value_range="imagenet", ct_window=(), resize_method="bilinear")
@@ -286,11 +359,15 @@ def _resolve(cfg: Any) -> tuple[dict, dict]:
   if crop and crop < cfg["image_size"] + 2 * margin:
     raise ValueError(f"augment.crop_resize={crop} must be 0 or >= image_size + 2*crop_margin "
                      f"= {cfg['image_size'] + 2 * margin}")
-  for name in ("crop_margin", "affine_degrees", "affine_translate", "affine_scale", "brightness", "contrast"):
-    if augment[name] < 0:
+  for name in ("crop_margin", "affine_degrees", "affine_translate", "affine_scale", "brightness", "contrast",
+               "gamma", "blur_sharpen", "noise", "low_resolution"):
+    if not augment[name] >= 0:
       raise ValueError(f"augment.{name} must be >= 0, got {augment[name]}")
-  if augment["affine_scale"] >= 1:
-    raise ValueError(f"augment.affine_scale must be < 1, got {augment['affine_scale']}")
+  for name in ("affine_scale", "low_resolution"):
+    if augment[name] >= 1:
+      raise ValueError(f"augment.{name} must be < 1, got {augment[name]}")
+  if not 0 <= augment["bigaug_probability"] <= 1:
+    raise ValueError(f"augment.bigaug_probability must be in [0, 1], got {augment['bigaug_probability']}")
   return cfg, augment
 
 
@@ -322,6 +399,8 @@ class _Preprocess:
       image = random_affine(rng, image, augment["affine_degrees"], augment["affine_translate"],
                             augment["affine_scale"])
       image = random_brightness_contrast(rng, image, augment["brightness"], augment["contrast"])
+      image = random_appearance(rng, image, augment["gamma"], augment["blur_sharpen"], augment["noise"],
+                                augment["low_resolution"], augment["bigaug_probability"])
     if cfg["grayscale"] and channels == 3:
       image = set_channels(luma(image), channels)
     return {**example, "image": normalize(image, cfg["value_range"])}
@@ -331,7 +410,8 @@ def make_preprocess(cfg: Any, training: bool) -> Callable[[Mapping[str, Any], np
   """Builds fn(example, rng) -> example with `image` float32 (size, size, channels).
 
   Order: channels/CT window -> resize (training with crop_resize: resize + margin crop) ->
-  equalize -> augment (training only) -> grayscale (luma, repeat) -> normalize. Evaluation
+  equalize -> augment (training only: flip, affine, brightness/contrast, then BigAug's
+  `random_appearance`) -> grayscale (luma, repeat) -> normalize. Evaluation
   resizes straight to image_size, as the thesis does. Missing fields take the
   `default_preprocess_config()` values; unknown fields or bad values raise here, not mid-epoch.
   """

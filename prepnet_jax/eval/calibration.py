@@ -185,16 +185,17 @@ def calibration_report(val_logits: np.ndarray, val_labels: np.ndarray, test_logi
 
 
 def write_model_calibration(model_dir: str, val: tuple, class_names, test: tuple | None = None,
-                            n_bins: int = 15, other_sets: dict | None = None) -> dict:
+                            n_bins: int = 15, other_sets: dict | None = None, diagrams: bool = True) -> dict:
   """The one calibration step of every job: fit T on the selected model's validation (logits,
   labels), then write `<model_dir>/reports/calibration.json` (+ .md) and one before/after
-  reliability diagram per set (`reports/reliability_<set>.png`). Returns the report."""
+  reliability diagram per set (`reports/reliability_<set>.png`; `diagrams=False` leaves them out:
+  drawing them is most of the cost when an experiment calibrates hundreds of models). Returns the report."""
   from prepnet_jax.eval import figures  # figures draws with this module's binning
   test = None if test is None or not np.asarray(test[1]).size else test
   report = calibration_report(*val, *(test or (None, None)), n_bins=n_bins, other_sets=other_sets)
   sets = {"val": val, **({"test": test} if test else {}), **(other_sets or {})}
   report["figures"] = {}
-  for name, (logits, labels) in sets.items():
+  for name, (logits, labels) in sets.items() if diagrams else ():
     figure = os.path.join(model_dir, rundir.REPORTS, f"reliability_{name}.png")
     figures.reliability_diagram(figure, probabilities(logits), labels, list(class_names), n_bins=n_bins,
                                 calibrated_probs=probabilities(logits, report["temperature"]))

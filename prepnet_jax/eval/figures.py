@@ -1,11 +1,13 @@
 """Report figures: reliability diagrams, confusion matrices, ROC curves, Grad-CAM overlays, the
-cross-site balanced-accuracy heatmap, labelled before/after grids and metric-vs-step curves.
+cross-site balanced-accuracy heatmap (alone or one per report row in a grid), labelled before/after
+grids, metric-vs-step curves and forest plots of paired differences with their confidence intervals.
 
 Figures are drawn on `matplotlib.figure.Figure` objects with an explicit Agg canvas rather than
 through pyplot, so they need no display, leave the global backend alone and are safe to call
 from any thread of a training job. The overlay functions return uint8 RGB arrays, which
 `writer.write_images` (TensorBoard) and `writers.save_png` take as they are; the ROC, heatmap,
-before/after and curve functions return the saved Figure, whose texts tests and notebooks can read.
+before/after and curve functions return the saved Figure, whose texts tests and notebooks can read;
+the forest plot and heatmap grid return the path written.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 from sklearn import metrics as skm
 
@@ -296,3 +299,85 @@ def history_curves(out_dir: str, history: list[dict], x_key: str = "step", x_lab
                  f"{title}: {name} vs {x_label}" if title else "")
     paths.append(path)
   return paths
+
+
+_EVIDENCE_COLORS = {"improves": "tab:green", "hurts": "tab:red", "no evidence": "tab:gray"}
+
+
+def forest_plot(path: str, rows: list[str], panels: dict[str, list[tuple[float, float, float]]], title: str,
+                x_label: str = "Δ balanced accuracy (pp)") -> str:
+  """Paired differences with their confidence intervals, one panel per quantity (e.g. 'Δ Cross',
+  'Δ Within'), one line per row with the first row at the top.
+
+  Each entry is (mean, ci_low, ci_high). Green: the interval lies above 0, red: below 0, grey: it
+  contains 0; an entry without an interval (NaN, fewer than two seeds) is a hollow grey point.
+  The colours follow `paired_stats.verdict` for a higher-is-better quantity.
+  """
+  if not panels or not rows:
+    raise ValueError(f"forest_plot: {len(rows)} rows and {len(panels)} panels; expected at least one of each")
+  for name, entries in panels.items():
+    if len(entries) != len(rows):
+      raise ValueError(f"forest_plot: panel {name!r} has {len(entries)} entries for {len(rows)} rows")
+  figure = _new_figure(1.2 + 0.07 * max(len(r) for r in rows) + 2.8 * len(panels), 1.5 + 0.38 * len(rows))
+  axes = figure.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+  positions = np.arange(len(rows))
+  for ax, (name, entries) in zip(axes, panels.items()):
+    for y, (mean, low, high) in zip(positions, np.asarray(entries, np.float64).reshape(-1, 3)):
+      if not np.isfinite(mean):
+        continue
+      if not (np.isfinite(low) and np.isfinite(high)):
+        ax.plot(mean, y, "o", markersize=6, markerfacecolor="none", color=_EVIDENCE_COLORS["no evidence"])
+        continue
+      color = _EVIDENCE_COLORS["improves" if low > 0 else "hurts" if high < 0 else "no evidence"]
+      ax.hlines(y, low, high, color=color, linewidth=2)
+      ax.plot(mean, y, "o", markersize=6, color=color)
+    ax.axvline(0.0, color="black", linestyle="--", linewidth=1)
+    ax.set_title(name, fontsize=10)
+    ax.set_xlabel(x_label, fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+  axes[0].set_yticks(positions, rows, fontsize=9)
+  axes[0].set_ylim(len(rows) - 0.5, -0.5)  # first row at the top
+  handles = [Line2D([], [], color=color, marker="o", linewidth=2, label=label)
+             for label, color in (("CI > 0", _EVIDENCE_COLORS["improves"]), ("CI < 0", _EVIDENCE_COLORS["hurts"]),
+                                  ("CI contains 0", _EVIDENCE_COLORS["no evidence"]))]
+  handles.append(Line2D([], [], color=_EVIDENCE_COLORS["no evidence"], marker="o",
+                                         markerfacecolor="none", linestyle="none", label="no CI (n < 2)"))
+  figure.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8, frameon=False)
+  figure.suptitle(title, fontsize=11)
+  return _save(figure, path)
+
+
+def cross_site_heatmap_grid(path: str, matrices: dict[str, np.ndarray], train_names: list[str],
+                            test_names: list[str], title: str, vmin: float = 0.5, vmax: float = 1.0) -> str:
+  """One train site × test site heatmap per row (e.g. Original, PrepNet, each baseline), at most
+  four to a line, on one colour scale with one colorbar so the rows can be compared cell by cell;
+  every cell shows its value (NaN cells '–')."""
+  if not matrices:
+    raise ValueError("cross_site_heatmap_grid: no matrices given")
+  expected = (len(train_names), len(test_names))
+  for name, values in matrices.items():
+    if np.shape(values) != expected:
+      raise ValueError(f"cross_site_heatmap_grid: matrix {name!r} of shape {np.shape(values)}; expected "
+                       f"{expected} ({len(train_names)} train × {len(test_names)} test sites)")
+  ncols = min(4, len(matrices))
+  nrows = -(-len(matrices) // ncols)
+  figure = _new_figure(1.6 + ncols * (1.0 + 0.7 * len(test_names)), 0.6 + nrows * (1.4 + 0.5 * len(train_names)))
+  axes = figure.subplots(nrows, ncols, squeeze=False)
+  for ax in axes.ravel()[len(matrices):]:
+    ax.remove()
+  used = axes.ravel()[:len(matrices)]
+  for index, (ax, (name, values)) in enumerate(zip(used, matrices.items())):
+    values = np.asarray(values, np.float64)
+    image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
+    for (row, col), value in np.ndenumerate(values):
+      dark = np.isfinite(value) and (value - vmin) / (vmax - vmin) <= 0.6  # viridis is light at the top
+      ax.text(col, row, f"{value:.2f}" if np.isfinite(value) else "–", ha="center", va="center",
+              fontsize=8, color="white" if dark else "black")  # NaN cells are left blank (white)
+    ax.set_xticks(np.arange(len(test_names)), test_names, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(np.arange(len(train_names)), train_names if index % ncols == 0 else [], fontsize=8)
+    if index % ncols == 0:
+      ax.set_ylabel("trained on", fontsize=8)
+    ax.set_title(name, fontsize=9)
+  figure.colorbar(image, ax=list(used), fraction=0.025, aspect=30, label="balanced accuracy")
+  figure.suptitle(f"{title} (rows: trained on, columns: test site)", fontsize=10)
+  return _save(figure, path)

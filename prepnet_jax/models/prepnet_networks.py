@@ -12,6 +12,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from prepnet_jax import models
+from prepnet_jax.models.domain_adversarial import WithOriginHead
 from prepnet_jax.models.unet import UNetVGG16AE
 from prepnet_jax.runtime import compile_cache, optimizers, precision
 from prepnet_jax.runtime.state import TrainState, create_train_state
@@ -30,11 +31,15 @@ def build_autoencoder(ae_cfg, channels: int, optim_cfg, steps_per_epoch: int, dt
   return model, optimizers.make_optimizer(optim_cfg, steps_per_epoch, steps_per_epoch)
 
 
-def build_classifier(net_cfg, num_outputs: int, optim_cfg, steps_per_epoch: int, dtype=jnp.float32):
-  """(module, optimizer) of E_img or E_cov computing in `dtype`; call through `build_once`."""
+def build_classifier(net_cfg, num_outputs: int, optim_cfg, steps_per_epoch: int, dtype=jnp.float32,
+                     origin_domains: int = 0, origin_hidden: int = 64):
+  """(module, optimizer) of E_img or E_cov computing in `dtype`; call through `build_once`.
+  `origin_domains` > 0 adds DANN's dataset-origin head (`domain_adversarial.WithOriginHead`)."""
   kwargs = {"dtype": dtype, **dict(net_cfg.kwargs)}
   model = models.get_classifier(net_cfg.name, num_outputs, width_multiplier=float(net_cfg.width_multiplier),
                                 **kwargs)
+  if origin_domains:
+    model = WithOriginHead(model, int(origin_domains), int(origin_hidden))
   return model, optimizers.make_optimizer(optim_cfg, steps_per_epoch, steps_per_epoch)
 
 
@@ -52,12 +57,15 @@ def make_ae_state(config, rng, steps_per_epoch: int, load_pretrained: bool = Tru
 
 
 def make_classifier_state(config, net_cfg, num_outputs: int, rng, steps_per_epoch: int, optim_cfg,
-                          load_pretrained: bool = True) -> TrainState:
+                          load_pretrained: bool = True, origin_domains: int = 0,
+                          origin_hidden: int = 64) -> TrainState:
   model, tx = compile_cache.build_once(build_classifier, net_cfg, int(num_outputs), optim_cfg,
                                        optimizers.schedule_steps_per_epoch(optim_cfg, steps_per_epoch),
-                                       precision.compute_dtype(config))
+                                       precision.compute_dtype(config), int(origin_domains), int(origin_hidden))
   state = create_train_state(model, tx, rng, sample_input(config))
   if load_pretrained and net_cfg.pretrained_path:
+    if origin_domains:
+      raise ValueError(f"{net_cfg.name}: pretrained weights and the DANN origin head are not combined here")
     variables = models.load_pretrained(net_cfg.name, state.variables, net_cfg.pretrained_path,
                                        sha256=net_cfg.pretrained_sha256 or None)
     state = state.replace(params=variables["params"], batch_stats=variables.get("batch_stats", state.batch_stats),

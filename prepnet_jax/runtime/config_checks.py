@@ -93,6 +93,10 @@ def _balance(x) -> bool:
 # Field-name conventions → allowed values. A pattern matches the last components of a field's
 # path ('*' = any one name); the first matching rule decides.
 RULES: tuple[tuple[tuple[str, ...], tuple[str, Callable[[Any], bool]]], ...] = (
+    # BigAug appearance ranges (data/transforms.py), before the optimizer's `gamma` (> 0) matches
+    (("augment.gamma", "augment.blur_sharpen", "augment.noise"), NONNEGATIVE),
+    (("augment.low_resolution",), UNIT_OPEN_TOP),
+    (("augment.bigaug_probability",), UNIT),
     # learning rates and the optimizer (runtime/optimizers.py)
     (("learning_rate", "*_learning_rate", "lr"), POSITIVE),
     (("weight_decay", "grad_clip", "plateau_min_lr", "warmup_epochs"), NONNEGATIVE),

@@ -47,6 +47,8 @@ VOCABULARIES: dict[str, Callable[[], Collection[str]]] = {
     "data.on_corrupt": _registry("prepnet_jax.data.cxr_datasets", "ON_CORRUPT"),
     # job-specific schedules and arms
     "prepnet:schedule": _registry("prepnet_jax.tasks.prepnet.schedules", "SCHEDULES"),
+    "prepnet:baselines.standardise": _registry("prepnet_jax.tasks.prepnet.baselines", "STANDARDISE_OPTIONS"),
+    "prepnet:patient_aggregation": _registry("prepnet_jax.eval.paired_stats", "PATIENT_AGGREGATIONS"),
     "augment_experiment:arms": _registry("prepnet_jax.tasks.augment_experiment.arms", "ARMS"),
     "augment_experiment:classical.preset": _registry("prepnet_jax.data.classical_augment", "PRESETS"),
     "serve:server": _registry("prepnet_jax.tasks.serve.app", "SERVERS"),

@@ -56,7 +56,7 @@ def training_inputs(config, train_source):
   """(source, preprocess) for training: augmented examples are preprocessed on every read; without
   augmentation they are kept preprocessed in memory when they fit in `config.data.cache_mb`."""
   augment = dict(config.preprocess.augment)
-  if any(bool(v) for v in augment.values()):
+  if transforms.augments(augment):
     return train_source, transforms.make_preprocess(config.preprocess, training=True)
   eval_pre = transforms.make_preprocess(config.preprocess, training=False)
   return pipeline.cache_if_small(train_source, eval_pre, float(config.data.cache_mb), seed=int(config.seed))

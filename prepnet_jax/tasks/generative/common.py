@@ -121,7 +121,7 @@ def load_training_images(config) -> TrainingImages:
   size, channels = int(config.preprocess.image_size), int(config.preprocess.channels)
   source, eval_pre = generators.training_set(config.data, config.preprocess, size, channels)
   labels = pipeline.column(source, "label")
-  if any(bool(v) for v in config.preprocess.augment.values()):
+  if transforms.augments(config.preprocess.augment):
     train_pre = transforms.make_preprocess(config.preprocess, training=True)
     return TrainingImages(source, train_pre, source, eval_pre, labels)
   cached, cached_pre = pipeline.cache_if_small(source, eval_pre, float(config.data.cache_mb), seed=int(config.seed))

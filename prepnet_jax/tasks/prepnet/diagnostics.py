@@ -70,14 +70,18 @@ def row_name(config, report_name: str) -> str:
   return next((r["name"] for r in config.rows if prepnet_layout.row_slug(r["name"]) == slug), slug)
 
 
-def run_all(config, data, run, workdir: str, report_name: str, writer) -> dict:
-  """Writes `reports/<report_name>.json` and the figures beside it; returns the report."""
+def run_all(config, data, run, workdir: str, report_name: str, writer, with_figures: bool = True) -> dict:
+  """Writes `reports/<report_name>.json` and the figures beside it; returns the report. Without
+  `with_figures` (the later seeds of a row) only the numbers, to `reports/<report_name>_seed_<s>.json`."""
   mesh = run.mesh
   out_dir = os.path.dirname(os.path.join(rundir.reports_dir(workdir), report_name))
   os.makedirs(out_dir, exist_ok=True)
   vr = config.preprocess.value_range
   k = len(data.refs)
-  result = {"datasets": data.names, "reconstruction": {}}
+  # Like with like: PSNR/SSIM and the origin classifiers see the raw images through the same
+  # preprocessing E_cov's input gets (grayscaled on both sides when the row grayscales).
+  result = {"datasets": data.names, "reconstruction": {}, "seed": int(config.seed),
+            "comparison": "grayscaled raw vs grayscaled AE output" if config.grayscale_cov else "raw vs AE output"}
   raw = {s: np.concatenate([data.splits[(d, s)].column("image") for d in range(k)]) for s in ("train", "test")}
   dom = {s: np.concatenate([data.splits[(d, s)].column("domain") for d in range(k)]) for s in ("train", "test")}
   recon = {s: np.concatenate([_reconstruct_all(run, data.splits[(d, s)]) for d in range(k)]) for s in ("train", "test")}
@@ -102,12 +106,14 @@ def run_all(config, data, run, workdir: str, report_name: str, writer) -> dict:
   grids = {}
   for d, name in enumerate(data.names):
     mask = dom["test"] == d
-    x = _to_unit(raw["test"][mask], vr)
+    x = _to_unit(raw_view["test"][mask], vr)
     y = _to_unit(recon["test"][mask], vr)
     result["reconstruction"][name] = {
         "psnr": float(jnp.mean(dm_pix.psnr(jnp.asarray(x), jnp.asarray(y)))),
         "ssim": float(jnp.mean(dm_pix.ssim(jnp.asarray(x), jnp.asarray(y)))),
         "n": int(mask.sum())}
+    if not with_figures:
+      continue
     ax = axes[0, d]
     ax.hist(x.mean(-1).ravel(), bins=64, range=(0, 1), alpha=0.6, density=True, label="before")
     ax.hist(y.mean(-1).ravel(), bins=64, range=(0, 1), alpha=0.6, density=True, label="after AE")
@@ -119,11 +125,12 @@ def run_all(config, data, run, workdir: str, report_name: str, writer) -> dict:
     grids[name] = writers.image_grid(np.concatenate([before, after]), ncols=n)
     figures.before_after_grid(os.path.join(out_dir, f"before_after_{name}.png"), before, after,
                               f"{row} — site {name} (test slices, seed {int(config.seed)})",
-                              ("raw", after_label))
-  hist_fig.tight_layout()
-  hist_fig.savefig(os.path.join(out_dir, "intensity_histograms.png"), dpi=90)
-  writer.write_images(0, {f"{os.path.basename(out_dir)}/before_after_{n}": g[None] for n, g in grids.items()})
-  rundir.write_report(workdir, report_name, result, indent=1)
+                              ("raw (grayscaled)" if config.grayscale_cov else "raw", after_label))
+  if with_figures:
+    hist_fig.tight_layout()
+    hist_fig.savefig(os.path.join(out_dir, "intensity_histograms.png"), dpi=90)
+    writer.write_images(0, {f"{os.path.basename(out_dir)}/before_after_{n}": g[None] for n, g in grids.items()})
+  rundir.write_report(workdir, report_name if with_figures else f"{report_name}_seed_{int(config.seed)}", result, indent=1)
   print(f"[prepnet] diagnostics {os.path.basename(out_dir)}: fresh origin classifier BA raw="
         f"{result['origin_raw']['balanced_accuracy']:.3f} normalised={result['origin_normalised']['balanced_accuracy']:.3f}"
         f" (chance {1.0 / k:.3f}); PSNR " + ", ".join(f"{n}={v['psnr']:.1f}dB" for n, v in result["reconstruction"].items()),

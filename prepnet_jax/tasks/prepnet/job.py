@@ -31,7 +31,7 @@ import time
 
 from prepnet_jax.eval import prepnet_layout
 from prepnet_jax.runtime import compile_cache, sharding, writers
-from prepnet_jax.tasks.prepnet import diagnostics, report
+from prepnet_jax.tasks.prepnet import diagnostics, evidence, report
 from prepnet_jax.tasks.prepnet.row_run import RowRun
 from prepnet_jax.tasks.prepnet.training_data import Data
 
@@ -85,9 +85,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
       run = RowRun(rc, data, row_dir, prepnet_layout.shared_dir(workdir), mesh, writer,
                    f"{prepnet_layout.row_slug(name)}/s{seed}")
       results = run.run()
-      if run.schedule.uses_ae and int(seed) == int(config.seeds[0]) and config.diagnostics.enabled:
+      if run.schedule.uses_ae and config.diagnostics.enabled:  # every seed: the report gives mean ± std
         results["_diagnostics"] = diagnostics.run_all(rc, data, run, workdir, prepnet_layout.diagnostics_report(name),
-                                                      writer)
+                                                      writer, with_figures=int(seed) == int(config.seeds[0]))
       results["_curves"] = run.meta["curves"]
       results["_phase_seconds"] = run.meta["phase_seconds"]
       os.makedirs(row_dir, exist_ok=True)
@@ -98,6 +98,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
       runs_done += 1
       runs(runs_done, what=f"{where} done")
   tables = report.build_tables(all_results, config)
-  text = report.write(workdir, tables, all_results, config, time.time() - t_start)
+  seconds = time.time() - t_start
+  text = report.write(workdir, tables, all_results, config, seconds)
   print("\n" + text, flush=True)
+  evidence.write(workdir, tables, all_results, config, seconds)
   return tables

@@ -27,27 +27,39 @@ HEATMAP = "cross_site_balanced_accuracy.png"
 
 
 def _seed_summary(result: dict) -> dict:
-  """Within/Cross and every table cell for one row and one seed."""
-  cells, within, cross = {}, [], []
+  """Within/Cross (slice and patient level), the leave-one-site-out view and every table cell for
+  one row and one seed. E_covs trained under the leave-one-site-out protocol get `LOSO` (the mean
+  over held-out sites of their Tr/Va/Te average, as Cross) and `LOSO_within` (the mean test BA on
+  the sites they were trained on); they stay out of Within/Cross."""
+  cells = {}
+  acc = {name: [] for name in ("Within", "Cross", "Within_patient", "Cross_patient", "LOSO", "LOSO_patient",
+                               "LOSO_within")}
   for key, r in result.items():
     if key.startswith("_"):
       continue
     members = r["members"]
+    loso = r.get("protocol") == "leave_one_site_out"
     for dataset, by_split in r["eval"].items():
       ba = {s: by_split[s]["balanced_accuracy"] for s in SPLITS}
+      patient = {s: by_split[s].get("patient", {}).get("balanced_accuracy", float("nan")) for s in SPLITS}
       for s in SPLITS:
         cells[f"{key}|{dataset}|{SHORT[s]}"] = ba[s]
+        cells[f"{key}|{dataset}|{SHORT[s]}_patient"] = patient[s]
       test = by_split["test"]
       for m in ("sensitivity", "specificity", "auc"):
         cells[f"{key}|{dataset}|{m}"] = test.get(m, float("nan"))
       if dataset in members:
-        within.append(ba["test"])
+        acc["LOSO_within" if loso else "Within"].append(ba["test"])
+        if not loso:
+          acc["Within_patient"].append(patient["test"])
       else:
         avg = float(np.mean([ba[s] for s in SPLITS]))
         cells[f"{key}|{dataset}|Avg"] = avg
-        cross.append(avg)
-  cells["Within"] = float(np.mean(within)) if within else float("nan")
-  cells["Cross"] = float(np.mean(cross)) if cross else float("nan")
+        acc["LOSO" if loso else "Cross"].append(avg)
+        acc["LOSO_patient" if loso else "Cross_patient"].append(float(np.mean([patient[s] for s in SPLITS])))
+  for name, values in acc.items():
+    if values or name in ("Within", "Cross"):
+      cells[name] = float(np.mean(values)) if values else float("nan")
   return cells
 
 

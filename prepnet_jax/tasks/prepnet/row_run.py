@@ -23,7 +23,7 @@ from prepnet_jax.eval import calibration, classify, metrics as metrics_lib, prep
 from prepnet_jax.models import prepnet_networks
 from prepnet_jax.runtime import checkpointing, sharding
 from prepnet_jax.runtime.state import TrainState
-from prepnet_jax.tasks.prepnet import phase_log, phase_progress, rows, schedules, steps
+from prepnet_jax.tasks.prepnet import baselines, evaluation, phase_log, phase_progress, rows, schedules, steps
 from prepnet_jax.tasks.prepnet.training_data import Data
 
 def _sigmoid(x):
@@ -58,6 +58,8 @@ class RowRun:
     self.cov_states: dict[str, tuple] = {}
     self.shared_phases: list[str] = []
     self._recon_cache: tuple = (None, {})
+    baselines.check(config)
+    self.standardise = baselines.standardiser(config, data)  # None unless a standardisation baseline
     logging.info("row %s: %d AE/E_img training examples (repeats %s)", label, len(data.all_train), data.repeats)
 
   # -- bookkeeping
@@ -272,9 +274,17 @@ class RowRun:
 
   # -- E_cov
   def new_cov(self, salt: int) -> TrainState:
+    dann = float(self.config.baselines.dann_weight) > 0  # DANN: E_cov with a dataset-origin head
     return sharding.replicate(prepnet_networks.make_classifier_state(
-        self.config, self.config.e_cov, 1, jax.random.fold_in(self.r_cov, salt), 1, self.config.optim.cov),
+        self.config, self.config.e_cov, 1, jax.random.fold_in(self.r_cov, salt), 1, self.config.optim.cov,
+        origin_domains=len(self.data.refs) if dann else 0, origin_hidden=int(self.config.baselines.dann_hidden)),
         self.mesh)
+
+  def cov_input_batch(self, batch: dict) -> dict:
+    """A batch as E_cov's pipeline takes it: per-site standardised when the row is that baseline."""
+    if self.standardise is None:
+      return batch
+    return {**batch, "image": self.standardise(batch["image"], batch["domain"])}
 
   def evaluate_split(self, ae, cov, d: int, split: str) -> dict:
     src = self.data.splits[(d, split)]
@@ -287,7 +297,7 @@ class RowRun:
       src, ae = self.reconstructions(ae, src), None
     out = []
     for batch, valid in pipeline.eval_batches(src, pipeline.identity, self.eval_batch_size):
-      images = self._shard({"image": batch["image"]})["image"]
+      images = self._shard({"image": self.cov_input_batch(batch)["image"]})["image"]
       out.append(np.asarray(sharding.to_host(steps.cov_logits(cov, ae, images, gray=self.gray_cov)))[:valid])
     return np.concatenate(out)
 
@@ -320,6 +330,7 @@ class RowRun:
     cw = None if cw == "none" else jnp.asarray(pipeline.class_weights(pipeline.column(source, "label"), 2, cw))
     best = (-1.0, None, None, 0)
     eta = self.loss_cfg
+    dann = mode == "none" and float(config.baselines.dann_weight) > 0
     trains_ae = ae is not None and mode != "frozen_ae"
     curve = f"cov_{key}"
 
@@ -352,9 +363,12 @@ class RowRun:
           self.ae, out = self._forget(self._shard(next(its[2])))
           self.log.tick(out, curve)
         ae = self.ae
-      for _ in range(steps_this_epoch):
-        batch = self._shard(next(it))
-        if mode in ("frozen_ae", "none"):
+      for i in range(steps_this_epoch):
+        batch = self._shard(self.cov_input_batch(next(it)))
+        if dann:
+          reversal = baselines.dann_reversal(config, (epoch - 1) * n_steps + i, n_epochs * n_steps)
+          cov, out = steps.dann_cov_step(cov, batch, self._shard(next(its[0])), reversal, class_weights=cw)
+        elif mode in ("frozen_ae", "none"):
           cov, out = steps.cov_step(cov, ae, batch, gray=self.gray_cov, class_weights=cw)
         elif mode in ("joint", "four_step"):
           ae, cov, out = steps.joint_cov_step(ae, cov, batch, eta_rec=float(eta.eta_rec),
@@ -399,6 +413,7 @@ class RowRun:
     config, schedule = self.config, self.schedule
     num_epochs = config.num_epochs
     train_sets = [[self.data.refs.index(r) for r in group] for group in config.cov_train_sets]
+    train_sets += [g for g in evaluation.leave_one_site_out_sets(config, len(self.data.refs)) if g not in train_sets]
     keys = ["+".join(self.data.names[d] for d in group) for group in train_sets]
     cov0 = jax.device_get(self.new_cov(0))
     self.try_resume((jax.device_get(self.ae), cov0) if schedule.uses_ae else (None, cov0))
@@ -425,26 +440,4 @@ class RowRun:
     return self.evaluate_all(keys, train_sets)
 
   def evaluate_all(self, keys: list[str], train_sets: list[list[int]]) -> dict:
-    """Every E_cov (with its AE) on every split of every dataset; then its temperature, fitted on
-    the validation splits of its own training set (its model selection data) and reported on
-    their test splits, goes to `prepnet_layout.cov_model_dir` for predict/serve."""
-    results = {}
-    for key, members in zip(keys, train_sets):
-      ae, cov = self.cov_states[key]
-      results[key] = {"members": [self.data.names[d] for d in members], "eval": {}}
-      own = {"val": [], "test": []}
-      for d, name in enumerate(self.data.names):
-        results[key]["eval"][name] = {}
-        for split in ("train", "val", "test"):
-          src = self.data.splits[(d, split)]
-          logits, labels = self.cov_logits(ae, cov, src), src.column("label")
-          results[key]["eval"][name][split] = metrics_lib.classification_metrics(
-              labels, _sigmoid(logits[:, 0]), list(self.config.data.class_names))
-          if d in members and split in own:
-            own[split].append((logits, labels))
-      joined = {s: tuple(np.concatenate(part) for part in zip(*pairs)) for s, pairs in own.items()}
-      model_dir = prepnet_layout.cov_model_dir(self.workdir, key)
-      report = calibration.write_model_calibration(model_dir, joined["val"], self.config.data.class_names,
-                                                   test=joined["test"])
-      results[key]["calibration"] = {"temperature": report["temperature"], "dir": model_dir}
-    return results
+    return evaluation.evaluate_all(self, keys, train_sets)

@@ -9,7 +9,8 @@ from prepnet_jax.runtime import compile_cache
 # Config fields that only affect E_cov (or bookkeeping): everything else can change the AE or E_img.
 COV_ONLY_FIELDS = ("e_cov", "grayscale_cov", "cov_train_sets", "cov_class_weights", "diagnostics",
                    "rows", "baseline_row", "seeds", "schedule", "diagnostic_variant", "diagnostic_train_img",
-                   "checkpoint_every_epochs")
+                   "checkpoint_every_epochs", "patient_aggregation", "leave_one_site_out", "baselines",
+                   "comparisons", "evidence_page")
 COV_ONLY_EPOCHS = ("cov", "joint", "four_step", "end_to_end", "diag_cov", "diag_ae")
 COV_ONLY_OPTIM = ("cov",)
 

@@ -11,6 +11,8 @@ updates which network follows the thesis (reference §1.4):
   joint_cov_step  η_rec L_rec + η_cov L_cov          → AE + E_cov   (Exp. 4, "single gradient")
   e2e_step        L_rec + L_pseu (all data) + L_cov (one dataset) → AE + E_cov   (Exp. 5)
   adv_step        η_rec L_rec − η_img L_img          → AE   (Exp. 6 part 2)
+  dann_cov_step   L_cov + L_origin through gradient reversal → E_cov + its origin head (DANN baseline)
+  site_batch_statistics   BatchNorm statistics of E_cov on one site's images (AdaBN baseline)
 
 Frozen networks run in inference mode (BatchNorm running statistics). Every step is a pure
 function of its states and a global batch; jit shards it over the mesh's data axis.
@@ -144,6 +146,45 @@ def e2e_step(ae: TrainState, cov: TrainState, img: TrainState, batch_all, batch_
       loss_fn, has_aux=True)((ae.params, cov.params))
   return (ae.apply_gradients(g_ae, ae_stats), cov.apply_gradients(g_cov, cov_stats),
           {"l_total": loss, "l_rec": l_rec, "l_pseu": l_pseu, "l_cov": l_cov})
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def dann_cov_step(cov: TrainState, batch, batch_all, reversal, class_weights=None):
+  """DANN (Ganin et al. 2016) on E_cov, no AE: one forward pass over the labelled batch (its
+  COVID training set) and a batch of every site's training images (origin labels only); L_cov on
+  the first, the origin loss on both, the origin head's gradient reversed (× −`reversal`) into
+  E_cov's features. BatchNorm sees both halves, as DANN implementations that pass source and
+  target data through the network in training mode do."""
+  x = jnp.concatenate([batch["image"], batch_all["image"]])
+  domains = jnp.concatenate([batch["domain"], batch_all["domain"]])
+  n = batch["image"].shape[0]
+  def loss_fn(params):
+    (logits, origin), updates = cov.apply_fn(cov.variables_with(params), x, True, reversal, method="both",
+                                             rngs={"dropout": _rng(cov)}, mutable=["batch_stats"])
+    l_cov = losses.covid_loss(logits[:n], batch["label"], class_weights)
+    l_origin = losses.imaging_loss(origin, domains)
+    return l_cov + l_origin, (updates["batch_stats"], l_cov, l_origin, origin)
+  (_, (stats, l_cov, l_origin, origin)), grads = jax.value_and_grad(loss_fn, has_aux=True)(cov.params)
+  origin_acc = (origin.argmax(-1) == domains.astype(jnp.int32)).mean()
+  return cov.apply_gradients(grads, stats), {"l_cov": l_cov, "l_origin": l_origin, "origin_acc": origin_acc}
+
+
+@jax.jit
+def site_batch_statistics(cov: TrainState, images):
+  """Every BatchNorm layer's batch mean and variance for `images` (AdaBN's per-site statistics).
+
+  A training-mode pass updates each running statistic r to m·r + (1 − m)·s (s: the batch
+  statistic, m: the layer's momentum); run from r = 0 and from r = 1 it gives u0 = (1 − m)·s and
+  u1 = m + (1 − m)·s, so s = u0 / (1 − (u1 − u0)) without knowing m. Deeper layers see inputs
+  normalised with this batch's statistics, as in AdaBN.
+  """
+  def updated(fill):
+    start = jax.tree.map(lambda v: jnp.full_like(v, fill), cov.batch_stats)
+    _, updates = cov.apply_fn({"params": cov.params, "batch_stats": start}, images, train=True,
+                              rngs={"dropout": jax.random.key(0)}, mutable=["batch_stats"])
+    return updates["batch_stats"]
+  u0, u1 = updated(0.0), updated(1.0)
+  return jax.tree.map(lambda a, b: a / (1.0 - (b - a)), u0, u1)
 
 
 @functools.partial(jax.jit, static_argnames=("gray",))

@@ -35,7 +35,7 @@ class Data:
   def cov_train(self, members: list[int], config):
     """E_cov training data: the train splits of `members` (up-sampled if config.upsample)."""
     repeats = [self.repeats[d] for d in members] if config.upsample else None
-    if any(bool(v) for v in config.preprocess.augment.values()):
+    if transforms.augments(config.preprocess.augment):
       train_pre = transforms.make_preprocess(config.preprocess, training=True)
       sources = [self.raw_train[d] for d in members]
       return pipeline.ConcatSource(sources, domains=members, repeats=repeats), train_pre
