@@ -13,7 +13,6 @@ import optax
 import pytest
 
 from helpers import load_config, tiny_prepnet_config
-from prepnet_jax.data import pipeline
 from prepnet_jax.eval import prepnet_layout
 from prepnet_jax.models import domain_adversarial, prepnet_networks
 from prepnet_jax.runtime.state import create_train_state

@@ -19,7 +19,7 @@ import numpy as np
 from absl import logging
 
 from prepnet_jax.data import pipeline
-from prepnet_jax.eval import calibration, classify, metrics as metrics_lib, prepnet_layout
+from prepnet_jax.eval import classify, metrics as metrics_lib, prepnet_layout
 from prepnet_jax.models import prepnet_networks
 from prepnet_jax.runtime import checkpointing, sharding
 from prepnet_jax.runtime.state import TrainState
