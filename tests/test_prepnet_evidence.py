@@ -139,7 +139,9 @@ def test_standardisation_rows_standardise_every_e_cov_batch_and_need_no_ae():
     baselines.standardiser(bad, data)
 
 
-def _quick_evidence_config(tmp_path):
+def _quick_evidence_config(tmp_path, rows: tuple[str, ...], seeds=(0, 1)):
+  """configs/prepnet_evidence.py's named rows on the tiny phantom (3 sites, 32 px, small CNNs, one
+  epoch per phase), E_cov trained on one site (+ the leave-one-site-out pairs where a row asks)."""
   c = load_config("prepnet_evidence")
   tiny = tiny_prepnet_config(c.rows)
   for key in ("data", "preprocess", "ae", "e_img", "e_cov", "num_epochs", "batch_size", "diagnostics"):
@@ -148,29 +150,58 @@ def _quick_evidence_config(tmp_path):
   c.data.phantom_overrides = {"num_patients": 18, "image_size": 32}
   c.cov_train_sets = (("phantom_ct/sars",),)
   c.preprocess.augment = load_config("prepnet").preprocess.augment
-  c.seeds = (0, 1)
+  c.rows = tuple(r for r in c.rows if r["name"] in rows)
+  c.comparisons = tuple(p for p in c.comparisons if set(p) <= set(rows))
+  c.seeds = seeds
   c.evidence_page = str(tmp_path / "docs" / "prepnet_evidence.md")
   return c
 
 
-def test_quick_evidence_experiment_writes_the_table_cis_figures_and_page(tmp_path, capsys):
-  config = _quick_evidence_config(tmp_path)
+def test_every_baseline_row_runs(tmp_path):
+  """One seed of each baseline row: standardisation (Nyúl, z-scoring), BigAug, DANN."""
+  names = ("Nyúl standardisation", "Per-site z-scoring", "BigAug augmentation", "DANN")
+  config = _quick_evidence_config(tmp_path, names, seeds=(0,))
+  config.evidence_page = ""
+  config.baseline_row = names[0]
+  tables = prepnet.train_and_evaluate(config, str(tmp_path / "w"))
+  for name in names:
+    assert np.isfinite(tables[name]["Cross"]["mean"]) and np.isfinite(tables[name]["Cross_patient"]["mean"])
+    r = json.load(open(tmp_path / "w" / "rows" / prepnet_layout.row_slug(name) / "seed_0" / "results.json"))
+    assert r["sars"]["protocol"] == "train_sets" and [k for k in r if not k.startswith("_")] == ["sars"]
+    assert r["_wall_seconds"] > 0
+  d = json.load(open(tmp_path / "w" / "rows" / "dann" / "seed_0" / "results.json"))
+  assert np.isfinite(d["_curves"]["cov_sars"][0]["l_origin"])
+  # Without a second seed nothing is established, and the report says so.
+  text = (tmp_path / "w" / "reports" / "prepnet_evidence.md").read_text()
+  assert "One seed: no interval can be formed" in text
+
+
+def test_quick_evidence_experiment_writes_the_table_cis_figures_and_page(tmp_path):
+  rows = ("Original", "Original + up-sampling + grayscaling", "PrepNet + up-sampling + grayscaling", "AdaBN")
+  config = _quick_evidence_config(tmp_path, rows)
   workdir = tmp_path / "w"
-  tables = prepnet.train_and_evaluate(config, str(workdir))
-  rows = [r["name"] for r in config.rows]
-  assert len(rows) == 12 and set(rows) <= set(tables)
+  prepnet.train_and_evaluate(config, str(workdir))
   report = json.load(open(workdir / "reports" / "prepnet_evidence.json"))
-  compared = {(c["row"], c["reference"]) for c in report["comparisons"]}
-  assert {(r, "Original") for r in rows[1:]} <= compared
-  assert ("PrepNet + up-sampling + grayscaling", "Original + up-sampling + grayscaling") in compared
-  for c in report["comparisons"]:
-    for metric in ("Cross", "Within", "Cross_patient", "LOSO"):
+  compared = {(c["row"], c["reference"]): c for c in report["comparisons"]}
+  assert set(compared) == {(r, "Original") for r in rows[1:]} | {
+      ("PrepNet + up-sampling + grayscaling", "Original + up-sampling + grayscaling")}
+  for c in compared.values():
+    for metric in ("Cross", "Within", "Cross_patient", "Within_patient"):
       m = c["metrics"][metric]
       assert m["n"] == 2 and m["verdict"] in ("improves", "hurts", "no evidence")
       assert m["ci_low"] <= m["mean"] <= m["ci_high"]
-  # Every seed's diagnostics are summarised for the AE rows.
-  assert report["diagnostics"]["PrepNet"]["origin_raw"]["n"] == 2
-  # Leave-one-site-out: E_cov on every pair of sites, tagged, tested on the third.
+  # The CI is the paired t-interval of the per-seed differences of the table's values.
+  tables = json.load(open(workdir / "reports" / "prepnet_table.json"))
+  a = np.asarray(tables["AdaBN"]["Cross"]["values"]) * 100
+  b = np.asarray(tables["Original"]["Cross"]["values"]) * 100
+  m = compared[("AdaBN", "Original")]["metrics"]["Cross"]
+  half = 12.706204736174705 * np.std(a - b, ddof=1) / np.sqrt(2)
+  assert m["mean"] == pytest.approx(np.mean(a - b)) and m["ci_high"] == pytest.approx(np.mean(a - b) + half)
+  # Leave-one-site-out only where the row asks: both sides of the comparison have it.
+  assert "LOSO" in compared[("PrepNet + up-sampling + grayscaling", "Original")]["metrics"]
+  assert "LOSO" not in compared[("AdaBN", "Original")]["metrics"]
+  # Every seed's diagnostics are summarised for the AE row.
+  assert report["diagnostics"]["PrepNet + up-sampling + grayscaling"]["origin_raw"]["n"] == 2
   r = json.load(open(workdir / "rows" / "original" / "seed_0" / "results.json"))
   assert r["sars"]["protocol"] == "train_sets"
   assert {k for k in r if not k.startswith("_") and r[k]["protocol"] == "leave_one_site_out"} == {
@@ -178,13 +209,10 @@ def test_quick_evidence_experiment_writes_the_table_cis_figures_and_page(tmp_pat
   patient = r["sars"]["eval"]["ucsd"]["test"]["patient"]
   assert patient["n_patients"] < r["sars"]["eval"]["ucsd"]["test"]["n"] and patient["aggregation"] == "mean"
   # AdaBN trains exactly as Original (same seed, same curves) and differs only at evaluation.
-  a = json.load(open(workdir / "rows" / "adabn" / "seed_0" / "results.json"))
-  assert a["_curves"]["cov_sars"] == r["_curves"]["cov_sars"]
-  assert a["sars"]["test_time_bn"] and not r["sars"]["test_time_bn"]
-  assert any(a["sars"]["eval"][s]["test"]["auc"] != r["sars"]["eval"][s]["test"]["auc"] for s in ("ucsd", "mosmed"))
-  # The DANN row logged its origin head.
-  d = json.load(open(workdir / "rows" / "dann" / "seed_0" / "results.json"))
-  assert "l_origin" in d["_curves"]["cov_sars"][0]
+  ada = json.load(open(workdir / "rows" / "adabn" / "seed_0" / "results.json"))
+  assert ada["_curves"]["cov_sars"] == r["_curves"]["cov_sars"]
+  assert ada["sars"]["test_time_bn"] and not r["sars"]["test_time_bn"]
+  assert any(ada["sars"]["eval"][s]["test"]["auc"] != r["sars"]["eval"][s]["test"]["auc"] for s in ("ucsd", "mosmed"))
   # Figures and the generated page.
   for name in (evidence.FOREST, evidence.HEATMAPS):
     assert (workdir / "reports" / name).stat().st_size > 5000
@@ -193,4 +221,4 @@ def test_quick_evidence_experiment_writes_the_table_cis_figures_and_page(tmp_pat
   assert (tmp_path / "docs" / "prepnet_evidence" / evidence.FOREST).exists()
   for name in rows:
     assert f"| {name} |" in page
-  assert "Nyúl, Udupa & Zhang" in page and "## Reading" in page
+  assert "Li et al." in page and "## Reading" in page

@@ -58,6 +58,7 @@ def _row_numbers(workdir, slug: str) -> dict:
   """A row's results.json (evaluation, calibration, curves) less its timings."""
   row = _load(workdir, "rows", slug, "seed_0", "results.json")
   row.pop("_phase_seconds")
+  row.pop("_wall_seconds")
   return row
 
 
@@ -68,6 +69,7 @@ def _numbers(workdir):
   for by_seed in results["results"].values():
     for r in by_seed.values():
       r.pop("_phase_seconds")
+      r.pop("_wall_seconds")
   return _row_numbers(workdir, "prepnet"), results, _load(workdir, "reports", "prepnet_table.json")
 
 

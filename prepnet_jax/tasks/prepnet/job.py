@@ -77,6 +77,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
           all_results[name][int(seed)] = json.load(f)
         print(f"[prepnet] {where}: finished earlier, results loaded", flush=True)
         continue
+      t_run = time.time()
       data = _data_for(rc, data_cache)
       print(f"[prepnet] {where}: schedule={rc.schedule} upsample={rc.upsample} (repeats {data.repeats}) "
             f"grayscale_cov={rc.grayscale_cov} E_cov={rc.e_cov.name}", flush=True)
@@ -90,6 +91,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                                       writer, with_figures=int(seed) == int(config.seeds[0]))
       results["_curves"] = run.meta["curves"]
       results["_phase_seconds"] = run.meta["phase_seconds"]
+      results["_wall_seconds"] = round(time.time() - t_run, 1)
       os.makedirs(row_dir, exist_ok=True)
       with open(done_file, "w") as f:  # written last: its presence marks the row/seed finished
         json.dump(results, f)
@@ -98,7 +100,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
       runs_done += 1
       runs(runs_done, what=f"{where} done")
   tables = report.build_tables(all_results, config)
-  seconds = time.time() - t_start
+  # The experiment's compute time: the row/seed runs' own wall times when every result has one
+  # (so a rerun that only loads finished rows reports the time they took, not its own seconds).
+  run_seconds = [r.get("_wall_seconds") for by in all_results.values() for r in by.values()]
+  seconds = sum(run_seconds) if all(run_seconds) else time.time() - t_start
   text = report.write(workdir, tables, all_results, config, seconds)
   print("\n" + text, flush=True)
   evidence.write(workdir, tables, all_results, config, seconds)

@@ -18,7 +18,7 @@ import os
 import jax
 import numpy as np
 
-from prepnet_jax.eval import figures, prepnet_layout
+from prepnet_jax.eval import figures, paired_stats, prepnet_layout
 from prepnet_jax.runtime import rundir
 
 SPLITS = ("train", "val", "test")
@@ -159,7 +159,8 @@ def markdown(tables: dict, all_results: dict, config) -> str:
 
 
 def verdicts(tables: dict, rows: list[str], baseline: str) -> list[str]:
-  """Plain sentences; a change counts as real only if it exceeds the seed-to-seed spread."""
+  """Plain sentences from the paired 95 % t-interval of each row's per-seed Δ against the baseline
+  (`eval.paired_stats`, the rule of the evidence report): improves / hurts / no evidence."""
   out = []
   for r in rows:
     if r == baseline:
@@ -167,15 +168,12 @@ def verdicts(tables: dict, rows: list[str], baseline: str) -> list[str]:
     parts = []
     for agg in ("Within", "Cross"):
       d = tables[r][f"{agg}_delta_pp"]
-      spread = d["std"]
-      if len(d["values"]) < 2:
-        parts.append(f"{agg} {d['mean']:+.2f} pp (single seed: no spread estimate, so not a finding)")
+      diff = paired_stats.paired_difference(np.asarray(d["values"]), np.zeros(len(d["values"])))
+      if diff["n"] < 2:
+        parts.append(f"{agg} {diff['mean']:+.2f} pp (single seed: no interval, so not a finding)")
         continue
-      if abs(d["mean"]) <= spread:
-        word = "does not change beyond the seed spread"
-      else:
-        word = "improves" if d["mean"] > 0 else "worsens"
-      parts.append(f"{agg} {word}: {d['mean']:+.2f} ± {spread:.2f} pp")
+      parts.append(f"{agg}: {paired_stats.verdict(diff)}, {diff['mean']:+.2f} pp "
+                   f"[95 % CI {diff['ci_low']:+.2f}, {diff['ci_high']:+.2f}]")
     out.append(f"- **{r}** vs {baseline}: " + "; ".join(parts) + ".")
   return out
 
