@@ -12,8 +12,9 @@ root; `--config.evidence_page=''` leaves the repository alone). The protocol is 
 one thing. Quick 1-seed variant (what tests/test_prepnet_evidence.py runs, with fewer epochs):
   python main.py --config=configs/prepnet_evidence.py --workdir=runs/evidence_quick \
       --config.seeds='(0,)' --config.evidence_page=''
-Run time on 2 CPU cores: see docs/prepnet_evidence.md (the page states the wall time of the run
-that generated it).
+Run time on 2 CPU cores: 102 min wall for the committed docs/prepnet_evidence.md (about 60 of them
+beside test runs on the same cores; the Original row alone, undisturbed: 95 s per seed). The page
+states the compute time of the run that generated it.
 """
 
 from configs import prepnet
