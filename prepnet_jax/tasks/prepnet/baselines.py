@@ -17,6 +17,7 @@ selection and evaluation — and changes one thing (configs/prepnet_evidence.py 
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 
 from prepnet_jax.data.intensity_standardisation import METHODS, SiteStandardiser
@@ -69,16 +70,11 @@ def site_adapted(cov, images: np.ndarray, shard):
     chunks[-2:] = [np.concatenate(chunks[-2:])]
   pooled, total = None, 0
   for chunk in chunks:
-    moments = _scale(_moments(_to_numpy(site_batch_statistics(cov, shard(chunk)))), len(chunk))
-    pooled = moments if pooled is None else _add(pooled, moments)
+    stats = jax.tree.map(lambda v: np.asarray(v, np.float64), site_batch_statistics(cov, shard(chunk)))
+    moments = jax.tree.map(lambda v, n=len(chunk): v * n, _moments(stats))
+    pooled = moments if pooled is None else jax.tree.map(np.add, pooled, moments)
     total += len(chunk)
-  return cov.replace(batch_stats=_from_moments(_scale(pooled, 1.0 / total)))
-
-
-def _to_numpy(tree):
-  if isinstance(tree, dict):
-    return {k: _to_numpy(v) for k, v in tree.items()}
-  return np.asarray(tree, np.float64)
+  return cov.replace(batch_stats=_from_moments(jax.tree.map(lambda v: v / total, pooled)))
 
 
 def _moments(stats: dict) -> dict:
@@ -93,11 +89,3 @@ def _from_moments(moments: dict) -> dict:
     return {"mean": moments["m1"].astype(np.float32),
             "var": np.maximum(moments["m2"] - moments["m1"] ** 2, 0.0).astype(np.float32)}
   return {k: _from_moments(v) for k, v in moments.items()}
-
-
-def _scale(tree: dict, factor: float) -> dict:
-  return {k: _scale(v, factor) if isinstance(v, dict) else v * factor for k, v in tree.items()}
-
-
-def _add(a: dict, b: dict) -> dict:
-  return {k: _add(a[k], v) if isinstance(v, dict) else a[k] + v for k, v in b.items()}
